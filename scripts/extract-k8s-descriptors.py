@@ -119,13 +119,13 @@ def top_level_strings(buf: bytes, wanted):
 
 
 def fetch_crate_source() -> str:
-    tmp = tempfile.mkdtemp(prefix="k8s-rs-pb-fetch-")
-    os.makedirs(os.path.join(tmp, "src"))
-    with open(os.path.join(tmp, "Cargo.toml"), "w") as f:
-        f.write('[package]\nname = "k8s-rs-pb-fetch"\nversion = "0.0.0"\nedition = "2021"\n'
-                f'[dependencies]\n{CRATE} = "={CRATE_VERSION}"\n')
-    open(os.path.join(tmp, "src", "lib.rs"), "w").close()
-    subprocess.run(["cargo", "fetch", "--quiet"], cwd=tmp, check=True)
+    with tempfile.TemporaryDirectory(prefix="k8s-rs-pb-fetch-") as tmp:
+        os.makedirs(os.path.join(tmp, "src"))
+        with open(os.path.join(tmp, "Cargo.toml"), "w") as f:
+            f.write('[package]\nname = "k8s-rs-pb-fetch"\nversion = "0.0.0"\nedition = "2021"\n'
+                    f'[dependencies]\n{CRATE} = "={CRATE_VERSION}"\n')
+        open(os.path.join(tmp, "src", "lib.rs"), "w").close()
+        subprocess.run(["cargo", "fetch", "--quiet"], cwd=tmp, check=True)
     cargo_home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
     candidates = glob.glob(os.path.join(cargo_home, "registry", "src", "*", f"{CRATE}-{CRATE_VERSION}"))
     if not candidates:
