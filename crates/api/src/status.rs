@@ -189,6 +189,10 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
     }
 
+    pub fn unsupported_media_type_msg(message: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::new(406, "NotAcceptable", message)
     }

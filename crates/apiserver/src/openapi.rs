@@ -1,0 +1,84 @@
+//! Serving OpenAPI: the v3 index and per-group-version documents (immutable under their hash, so
+//! kubectl caches them) and the v2 document as JSON, all rendered once at start.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use skiff_api::ApiError;
+use skiff_api::openapi::Schemas;
+
+use crate::error_response;
+
+/// Rendered OpenAPI documents.
+pub struct Documents {
+    index: Vec<u8>,
+    /// (`api/v1` or `apis/apps/v1`, hash, body)
+    group_versions: Vec<(String, String, Vec<u8>)>,
+    v2: Vec<u8>,
+}
+
+impl Documents {
+    pub fn render(schemas: &Schemas) -> Documents {
+        let mut group_versions = Vec::new();
+        for (group, versions) in skiff_api::resources::groups() {
+            for version in versions {
+                if let Some((doc, hash)) = schemas.group_version_doc(group, version) {
+                    let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+                    group_versions.push((path, hash, serde_json::to_vec(&doc).expect("json values serialize")));
+                }
+            }
+        }
+        Documents {
+            index: serde_json::to_vec(&schemas.index()).expect("json values serialize"),
+            group_versions,
+            v2: serde_json::to_vec(&schemas.swagger_v2()).expect("json values serialize"),
+        }
+    }
+
+    /// Answers `/openapi/v3`, `/openapi/v3/<gv path>` and `/openapi/v2`.
+    pub fn serve(&self, path: &str, query: Option<&str>, accept: &str) -> Response {
+        if path == "/openapi/v3" || path == "/openapi/v3/" {
+            return json_bytes(self.index.clone(), "no-cache");
+        }
+        if path == "/openapi/v2" {
+            if accept.contains("protobuf") && !accept.contains("json") && !accept.contains("*/*") {
+                return error_response(&ApiError::not_acceptable(
+                    "only application/json is served for /openapi/v2; use /openapi/v3",
+                ));
+            }
+            return json_bytes(self.v2.clone(), "no-cache");
+        }
+        let Some(gv) = path.strip_prefix("/openapi/v3/") else {
+            return error_response(&ApiError::no_route());
+        };
+        let Some((_, hash, body)) = self.group_versions.iter().find(|(p, _, _)| p == gv) else {
+            return error_response(&ApiError::no_route());
+        };
+        let asked = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "hash").map(|(_, v)| v.to_string())
+        });
+        match asked {
+            Some(h) if &h == hash => json_bytes(body.clone(), "public, immutable"),
+            Some(_) => {
+                // A stale hash: redirect to the current document as upstream does.
+                let mut resp = StatusCode::MOVED_PERMANENTLY.into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("/openapi/v3/{gv}?hash={hash}")) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
+            None => json_bytes(body.clone(), "no-cache"),
+        }
+    }
+}
+
+fn json_bytes(body: Vec<u8>, cache: &'static str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if cache.contains("immutable") {
+        h.insert(header::EXPIRES, HeaderValue::from_static("Thu, 31 Dec 2099 23:59:59 GMT"));
+    }
+    resp
+}
+

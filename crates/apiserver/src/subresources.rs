@@ -1,0 +1,172 @@
+//! Subresources: `status`, `scale` (autoscaling/v1 Scale), pod `binding` and `eviction`, namespace
+//! `finalize`; the streaming ones (`log`, `exec`, `attach`, `portforward`) belong to the node agent.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use skiff_api::resources::{self, ResourceInfo};
+use skiff_api::{ApiError, FieldError};
+use skiff_registry::{DeleteOptions, Deleted};
+
+use crate::handlers::{self, Ctx, Target};
+use crate::{body, json_response, patch};
+
+pub async fn serve(ctx: &Ctx, t: &Target, sub: &str, body: Body) -> Result<Response, ApiError> {
+    let Some(name) = t.name.as_deref() else {
+        return Err(ApiError::no_route());
+    };
+    let ns = t.namespace.as_deref();
+    let method = &ctx.parts.method;
+    match (sub, method) {
+        ("status", &Method::GET) => Ok(json_response(StatusCode::OK, &ctx.server.registry.get(t.r, ns, name).await?)),
+        ("status", &Method::PUT) => handlers::update(ctx, t, name, body, true).await,
+        ("status", &Method::PATCH) => patch::serve(ctx, t, name, body, true).await,
+        ("scale", &Method::GET) => {
+            let obj = ctx.server.registry.get(t.r, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &to_scale(&obj)))
+        }
+        ("scale", &Method::PUT) | ("scale", &Method::PATCH) => scale_write(ctx, t, name, body).await,
+        ("binding", &Method::POST) => bind(ctx, t, name, body).await,
+        ("eviction", &Method::POST) => evict(ctx, t, name, body).await,
+        ("finalize", &Method::PUT) => finalize(ctx, t, name, body).await,
+        ("log" | "exec" | "attach" | "portforward", _) => Err(ApiError::service_unavailable(format!(
+            "pods/{sub} is served by the node agent, and this server has no node agent yet (pod {name:?})"
+        ))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow {method} on {}/{sub}",
+            t.r.qualified_plural()
+        ))),
+    }
+}
+
+/// The autoscaling/v1 Scale of a scalable object.
+pub fn to_scale(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let selector = match obj["spec"].get("selector") {
+        Some(sel) if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() => {
+            skiff_api::selector::to_selector_string(sel)
+        }
+        // ReplicationControllers have a plain map selector.
+        Some(Value::Object(map)) => {
+            let mut parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            parts.sort();
+            parts.join(",")
+        }
+        _ => String::new(),
+    };
+    let mut meta = json!({"name": m["name"], "uid": m["uid"], "resourceVersion": m["resourceVersion"],
+                          "creationTimestamp": m["creationTimestamp"]});
+    if let Some(ns) = m.get("namespace") {
+        meta["namespace"] = ns.clone();
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": meta,
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+async fn scale_write(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
+    let ns = t.namespace.as_deref();
+    let is_patch = ctx.parts.method == Method::PATCH;
+    let ptype = if is_patch { Some(patch::patch_type(&body::content_type(&ctx.parts.headers))?) } else { None };
+    let scale_res = resources::find("autoscaling", "v1", "horizontalpodautoscalers").expect("served");
+    let input = if is_patch {
+        body::parse_json(&body::read(body).await?)?
+    } else {
+        handlers::decode_for(ctx, t, body, Some(("autoscaling/v1", "Scale"))).await?.0
+    };
+    let r: &ResourceInfo = t.r;
+    let updated = ctx
+        .server
+        .registry
+        .guaranteed_update(r, ns, name, false, ctx.write_options(), &|old| {
+            let current = to_scale(old);
+            let wanted = match ptype {
+                Some(p) => patch::apply(ctx, scale_res, p, &current, &input)?,
+                None => input.clone(),
+            };
+            if let Some(rv) = wanted["metadata"].get("resourceVersion").and_then(Value::as_str)
+                && !rv.is_empty()
+                && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+            {
+                return Err(ApiError::conflict(r.group, r.plural, name));
+            }
+            let replicas = &wanted["spec"]["replicas"];
+            let Some(n) = replicas.as_i64() else {
+                return Err(ApiError::invalid("autoscaling", "Scale", name, &[FieldError::invalid("spec.replicas", replicas, "must be an integer")]));
+            };
+            if n < 0 {
+                return Err(ApiError::invalid("autoscaling", "Scale", name, &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(n);
+            Ok(new)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &to_scale(&updated)))
+}
+
+async fn bind(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
+    let (binding, _) = handlers::decode_for(ctx, t, body, Some(("v1", "Binding"))).await?;
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid("", "Binding", name, &[FieldError::required("target.name")]));
+    }
+    let ns = t.namespace.as_deref();
+    ctx.server
+        .registry
+        .guaranteed_update(t.r, ns, name, false, ctx.write_options(), &|old| {
+            if old["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(ApiError::conflict_msg("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            match old["spec"]["nodeName"].as_str() {
+                Some(n) if !n.is_empty() => Err(ApiError::conflict_msg("", "pods", name, &format!("pod {name} is already assigned to node {n:?}"))),
+                _ => {
+                    let mut new = old.clone();
+                    new["spec"]["nodeName"] = json!(node);
+                    Ok(new)
+                }
+            }
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &skiff_api::status::success_status("", "pods", name, None)))
+}
+
+async fn evict(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
+    let (eviction, _) = handlers::decode_for(ctx, t, body, Some(("policy/v1", "Eviction"))).await?;
+    let opts = DeleteOptions {
+        grace_period_seconds: eviction["deleteOptions"]["gracePeriodSeconds"].as_i64(),
+        precondition_uid: eviction["deleteOptions"]["preconditions"]["uid"].as_str().map(str::to_string),
+        precondition_resource_version: eviction["deleteOptions"]["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        dry_run: ctx.params.dry_run,
+    };
+    match ctx.server.registry.delete(t.r, t.namespace.as_deref(), name, &opts).await? {
+        Deleted::Gone(_) | Deleted::Pending(_) => {
+            Ok(json_response(StatusCode::CREATED, &skiff_api::status::success_status("", "pods", name, None)))
+        }
+    }
+}
+
+async fn finalize(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
+    let (ns_obj, _) = handlers::decode_for(ctx, t, body, None).await?;
+    let finalizers = ns_obj["spec"]["finalizers"].clone();
+    let updated = ctx
+        .server
+        .registry
+        .guaranteed_update(t.r, None, name, false, ctx.write_options(), &|old| {
+            let mut new = old.clone();
+            new["spec"]["finalizers"] = if finalizers.is_null() { json!([]) } else { finalizers.clone() };
+            Ok(new)
+        })
+        .await?;
+    if updated["spec"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+        && updated["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null())
+    {
+        ctx.server.registry.finalize_namespace(name).await?;
+    }
+    Ok(json_response(StatusCode::OK, &updated))
+}

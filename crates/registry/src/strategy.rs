@@ -1,0 +1,202 @@
+//! Per-resource rules of the generic store: which kinds track `metadata.generation`, which have a status
+//! subresource, and what create and update keep, reset or take from the old object.
+
+use serde_json::{json, Map, Value};
+use skiff_api::ResourceInfo;
+
+/// Whether objects of this resource get `metadata.generation`, bumped on every spec change.
+pub fn tracks_generation(r: &ResourceInfo) -> bool {
+    matches!(
+        (r.storage_group, r.storage_plural),
+        ("apps", _)
+            | ("batch", _)
+            | ("autoscaling", _)
+            | ("policy", "poddisruptionbudgets")
+            | ("networking.k8s.io", "networkpolicies" | "ingresses")
+            | ("", "replicationcontrollers" | "services")
+    ) && r.storage_plural != "controllerrevisions"
+}
+
+/// Whether the main resource ignores `status` on create and update (it has a status subresource).
+pub fn has_status_subresource(r: &ResourceInfo) -> bool {
+    r.has_subresource("status")
+}
+
+/// The fields that make up the "spec" of an object for generation tracking: everything except
+/// `metadata` and `status` (ConfigMaps and the like have no spec but do not track generation).
+fn spec_part(obj: &Value) -> Map<String, Value> {
+    let mut m = obj.as_object().cloned().unwrap_or_default();
+    for k in ["metadata", "status", "apiVersion", "kind"] {
+        m.remove(k);
+    }
+    m
+}
+
+/// Prepares a new object before validation: resets status where the status subresource owns it and
+/// sets what each kind starts with.
+pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value) {
+    if has_status_subresource(r) {
+        let initial = initial_status(r, obj);
+        match initial {
+            Some(s) => obj["status"] = s,
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    if tracks_generation(r) {
+        obj["metadata"]["generation"] = json!(1);
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("generation");
+    }
+}
+
+/// The status an object of this kind is created with.
+fn initial_status(r: &ResourceInfo, obj: &Value) -> Option<Value> {
+    match (r.storage_group, r.storage_plural) {
+        ("", "pods") => {
+            let mut status = json!({"phase": "Pending"});
+            status["qosClass"] = json!(qos_class(obj));
+            Some(status)
+        }
+        ("", "namespaces") => Some(json!({"phase": "Active"})),
+        ("", "persistentvolumeclaims") => Some(json!({"phase": "Pending"})),
+        ("", "persistentvolumes") => Some(json!({"phase": "Pending"})),
+        ("", "services") => Some(json!({"loadBalancer": {}})),
+        ("", "nodes") => obj.get("status").cloned(),
+        _ => None,
+    }
+}
+
+/// The pod QoS class from its containers' requests and limits (Guaranteed, Burstable, BestEffort).
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod["spec"][k].as_array())
+        .flatten()
+        .collect();
+    let mut any_set = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let requests = c["resources"]["requests"].as_object();
+        let limits = c["resources"]["limits"].as_object();
+        if requests.is_some_and(|m| !m.is_empty()) || limits.is_some_and(|m| !m.is_empty()) {
+            any_set = true;
+        }
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|m| m.get(res));
+            let request = requests.and_then(|m| m.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any_set {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Prepares an update of the main resource: status comes from the old object where the status
+/// subresource owns it, and generation is bumped when the spec changed.
+pub fn prepare_for_update(r: &ResourceInfo, new: &mut Value, old: &Value) {
+    if has_status_subresource(r) {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    carry_generation(r, new, old);
+}
+
+/// Prepares an update through the status subresource: only `status` (and, as upstream, nothing of
+/// metadata but labels and annotations... kept from the old object) changes.
+pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
+    let status = new.get("status").cloned();
+    let mut merged = old.clone();
+    match status {
+        Some(s) => merged["status"] = s,
+        None => {
+            if let Some(m) = merged.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+    // resourceVersion from the request is the precondition; keep it for the caller's CAS check.
+    if let Some(rv) = new["metadata"].get("resourceVersion") {
+        merged["metadata"]["resourceVersion"] = rv.clone();
+    }
+    *new = merged;
+}
+
+fn carry_generation(r: &ResourceInfo, new: &mut Value, old: &Value) {
+    if !tracks_generation(r) {
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("generation");
+        }
+        return;
+    }
+    let old_gen = old["metadata"]["generation"].as_i64().unwrap_or(1);
+    let changed = spec_part(new) != spec_part(old);
+    // A change of deletionTimestamp does not bump generation; spec changes do.
+    new["metadata"]["generation"] = json!(if changed { old_gen + 1 } else { old_gen });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::resources::find;
+
+    #[test]
+    fn deployment_generation_bumps_on_spec_change_only() {
+        let r = find("apps", "v1", "deployments").unwrap();
+        let mut obj = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 5}});
+        prepare_for_create(r, &mut obj);
+        assert_eq!(obj["metadata"]["generation"], 1);
+        assert!(obj.get("status").is_none());
+
+        let mut same = obj.clone();
+        same["metadata"]["labels"] = json!({"a": "b"});
+        prepare_for_update(r, &mut same, &obj);
+        assert_eq!(same["metadata"]["generation"], 1);
+
+        let mut changed = obj.clone();
+        changed["spec"]["replicas"] = json!(3);
+        changed["status"] = json!({"replicas": 9});
+        prepare_for_update(r, &mut changed, &obj);
+        assert_eq!(changed["metadata"]["generation"], 2);
+        assert!(changed.get("status").is_none(), "status comes from the old object");
+    }
+
+    #[test]
+    fn status_update_keeps_everything_but_status() {
+        let old = json!({"metadata": {"name": "d", "labels": {"a": "1"}}, "spec": {"replicas": 1}});
+        let mut new = json!({"metadata": {"name": "d", "labels": {"a": "2"}, "resourceVersion": "7"},
+                             "spec": {"replicas": 9}, "status": {"replicas": 1}});
+        prepare_for_status_update(&mut new, &old);
+        assert_eq!(new["spec"]["replicas"], 1);
+        assert_eq!(new["metadata"]["labels"]["a"], "1");
+        assert_eq!(new["status"]["replicas"], 1);
+        assert_eq!(new["metadata"]["resourceVersion"], "7");
+    }
+
+    #[test]
+    fn pods_start_pending_with_a_qos_class() {
+        let r = find("", "v1", "pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        prepare_for_create(r, &mut pod);
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["qosClass"], "Guaranteed");
+        assert!(pod["metadata"].get("generation").is_none());
+    }
+}

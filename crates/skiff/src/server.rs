@@ -1,0 +1,197 @@
+//! `skiff server`: creates the cluster PKI on first start, opens the store, writes the admin
+//! kubeconfig, creates the built-in objects and serves the API over HTTPS until SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use skiff_registry::{Encryptor, Ipv4Cidr, Registry, RegistryConfig};
+use skiff_store::Backend;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `skiff server`, named as k3s names them.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Folder for everything this server writes.
+    #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// HTTPS port of the API.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address the API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// This node's IP address (default: the address of the default route's interface).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Pod network range.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service address range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Cluster DNS address.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// NodePort range.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Do not run a node agent on this server.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Use etcd at this endpoint (`http://host:2379`, comma-separated for several) instead of the embedded store.
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+    /// Also write the admin kubeconfig here.
+    #[arg(long, short = 'o')]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Shared secret nodes join with (used by the node agent, which is not built yet).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long)]
+    pub tls_san: Vec<String>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// The address of the interface that the default route uses, found without sending anything.
+fn default_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (a, b) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?} must look like 30000-32767"))?;
+    let (a, b): (u16, u16) = (a.parse()?, b.parse()?);
+    if a > b {
+        bail!("--service-node-port-range {s:?}: the first port must not be above the last");
+    }
+    Ok((a, b))
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    if args.datastore_endpoint.as_deref().is_some_and(|e| !e.starts_with("http://") && !e.starts_with("https://")) {
+        bail!("--datastore-endpoint must be an etcd URL such as http://127.0.0.1:2379");
+    }
+    let service_cidr: Ipv4Cidr = args.service_cidr.parse().map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let node_port_range = parse_port_range(&args.service_node_port_range)?;
+    let node_ip = args.node_ip.unwrap_or_else(default_ip);
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let data = &args.data_dir;
+    let tls_dir = data.join("server").join("tls");
+    std::fs::create_dir_all(&tls_dir).with_context(|| format!("failed to create {}", tls_dir.display()))?;
+
+    // PKI: the CA, the serving certificate and the admin's client certificate.
+    let ca = skiff_pki::Ca::load_or_create(&tls_dir)?;
+    let service_ip = service_cidr.nth(1);
+    let mut ips = vec![node_ip];
+    if !args.bind_address.is_unspecified() {
+        ips.push(args.bind_address);
+    }
+    let mut sans = skiff_pki::apiserver_sans(&args.cluster_domain, &hostname(), &ips, IpAddr::V4(service_ip));
+    sans.extend(args.tls_san.iter().cloned());
+    if !sans.contains(&node_name) {
+        sans.push(node_name.clone());
+    }
+    let serving = ca.issue_serving(&tls_dir, "serving-kube-apiserver", &sans)?;
+    let admin = ca.issue_client(&tls_dir, "client-admin", skiff_pki::ADMIN_USER, &[skiff_pki::ADMIN_GROUP.to_string()])?;
+    let server_url = format!("https://127.0.0.1:{}", args.https_listen_port);
+    let kubeconfig = data.join("kubeconfig.yaml");
+    for path in std::iter::once(&kubeconfig).chain(args.write_kubeconfig.iter()) {
+        skiff_pki::write_kubeconfig(path, &server_url, ca.cert_pem(), &admin.read_cert_pem()?, &admin.read_key_pem()?)?;
+    }
+
+    // The store.
+    let backend: Arc<dyn Backend> = match &args.datastore_endpoint {
+        Some(endpoints) => {
+            let eps: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+            Arc::new(skiff_store::etcd::EtcdBackend::connect(&eps).await.with_context(|| format!("failed to connect to etcd at {endpoints}"))?)
+        }
+        None => {
+            let dir = data.join("db");
+            std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+            Arc::new(skiff_store::embedded::EmbeddedBackend::open(&dir.join("state.redb")).context("failed to open the embedded store")?)
+        }
+    };
+    let encryptor = Encryptor::load_or_create(&data.join("server").join("cred").join("encryption-keys.json"))?;
+    let registry = Arc::new(Registry::new(backend.clone(), Some(encryptor), RegistryConfig { service_cidr, node_port_range }));
+
+    let shutdown = CancellationToken::new();
+    let schemas = Arc::new(skiff_api::openapi::Schemas::load());
+    let protobuf = Arc::new(skiff_api::protobuf::ProtobufDecoder::load()?);
+    let config = skiff_apiserver::Config {
+        advertise_address: format!("{node_ip}:{}", args.https_listen_port),
+        ..Default::default()
+    };
+    let api = skiff_apiserver::ApiServer::new(config, registry.clone(), schemas, protobuf, shutdown.clone());
+    skiff_apiserver::bootstrap::ensure_builtin_objects(
+        &registry,
+        &skiff_apiserver::bootstrap::Bootstrap { service_ip: service_ip.to_string(), endpoint_ip: node_ip.to_string(), port: args.https_listen_port },
+    )
+    .await?;
+
+    let tls = skiff_apiserver::tls::server_config(&serving.cert, &serving.key, &ca.paths().cert)?;
+    let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))?;
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), node = %node_name, elapsed_ms = started.elapsed().as_millis() as u64, "skiff server is serving");
+    if args.disable_agent {
+        tracing::info!("--disable-agent: no node agent on this server");
+    } else {
+        tracing::warn!("the node agent is not built yet; this server runs the control plane only");
+    }
+
+    let compactor = tokio::spawn(compact_history(backend.clone(), shutdown.clone()));
+    let router = skiff_apiserver::router(api);
+    let serving_task = tokio::spawn(skiff_apiserver::tls::serve(listener, tls, router, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = serving_task.await;
+    let _ = compactor.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keeps about five minutes of history, as kube-apiserver's compaction interval does.
+async fn compact_history(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
+    let mut previous = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+        if let Some(rev) = previous
+            && let Err(e) = backend.compact(rev).await
+        {
+            tracing::warn!(error = %e, revision = rev, "failed to compact the store history");
+        }
+        previous = backend.current_revision().await.ok();
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handlers install");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,233 @@
+//! The end-to-end harness: starts the built `skiff server` as a child process in a fresh data dir on a
+//! free port, runs the real kubectl against it, and stops and removes everything when dropped.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kubectl that the dispatcher picks for a server reporting minor 33.
+pub const KUBECTL: &str = "kubectl";
+/// kubectl 1.31, installed beside the dispatcher.
+pub const KUBECTL_131: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.31";
+
+/// Fails with the reason when the environment cannot run e2e tests (never a silent skip).
+pub fn require_environment() {
+    let kubectl = Command::new(KUBECTL).arg("version").arg("--client").output();
+    assert!(
+        kubectl.is_ok_and(|o| o.status.success()),
+        "e2e tests need kubectl on PATH (the Google Cloud SDK kubectl dispatcher); install it or run scripts/test.sh"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `skiff server`.
+pub struct Server {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        require_environment();
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
+        let port = free_port();
+        let mut server = Server {
+            child: spawn_server(dir.path(), port, extra),
+            kubeconfig: dir.path().join("kubeconfig.yaml"),
+            log: dir.path().join("server.log"),
+            dir,
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("skiff server exited with {status}: {}", self.log_text());
+            }
+            if self.kubeconfig.exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "skiff server did not become ready: {}", self.log_text());
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(&mut self) {
+        unsafe_kill(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.child = spawn_server(self.dir.path(), self.port, extra);
+        self.wait_ready();
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(KUBECTL, args, None)
+    }
+
+    pub fn kubectl_with(&self, binary: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let cache = self.dir.path().join(format!("kube-cache-{}", binary.replace('/', "_")));
+        let mut cmd = Command::new(binary);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&cache).args(args);
+        cmd.env_remove("KUBECONFIG").stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl with stdin and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_with(KUBECTL, args, Some(stdin));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl, asserts failure, returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed but printed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs kubectl with stdin, asserts failure, returns stderr.
+    #[track_caller]
+    pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_with(KUBECTL, args, Some(stdin));
+        assert!(!out.status.success(), "kubectl {args:?} should have failed but printed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// `kubectl get -o json`, parsed.
+    #[track_caller]
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// `curl` with the admin client certificate, for requests kubectl cannot make (malformed bodies).
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let tls = self.dir.path().join("server").join("tls");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(tls.join("ca.crt"))
+            .arg("--cert")
+            .arg(tls.join("client-admin.crt"))
+            .arg("--key")
+            .arg(tls.join("client-admin.key"))
+            .args(args)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn spawn_server(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--https-listen-port")
+        .arg(port.to_string())
+        .arg("--bind-address")
+        .arg("127.0.0.1")
+        .arg("--node-ip")
+        .arg("127.0.0.1")
+        .arg("--disable-agent")
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("skiff binary starts")
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe_kill(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+#[track_caller]
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}

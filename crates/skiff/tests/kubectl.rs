@@ -1,0 +1,327 @@
+//! End-to-end: the real kubectl (1.33 through the dispatcher, and 1.31) against the built `skiff server`.
+
+mod e2e;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use e2e::{eventually, Server, KUBECTL_131};
+use serde_json::Value;
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+  labels: {app: web}
+data:
+  mode: production
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: shop
+stringData:
+  password: hunter2
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+        env:
+        - name: MODE
+          value: production
+        - name: DEBUG
+          value: "false"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 80
+"#;
+
+#[test]
+fn apply_twice_then_get_in_every_format() {
+    let s = Server::start();
+    let out = s.ok_stdin(&["apply", "-f", "-"], APP);
+    for line in ["namespace/shop created", "configmap/settings created", "secret/creds created", "deployment.apps/web created", "service/web created"] {
+        assert!(out.contains(line), "apply output lacks {line:?}: {out}");
+    }
+    // Second apply: new image, the DEBUG variable removed (strategic merge by name).
+    let changed = APP.replace("nginx:1.27", "nginx:1.28").replace("        - name: DEBUG\n          value: \"false\"\n", "");
+    let out = s.ok_stdin(&["apply", "-f", "-"], &changed);
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    assert!(out.contains("configmap/settings unchanged"), "{out}");
+    let d = s.get_json(&["deployment", "web", "-n", "shop"]);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "nginx:1.28");
+    let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(env, vec!["MODE"]);
+    assert_eq!(c["ports"][0]["containerPort"], 80);
+    assert_eq!(d["metadata"]["generation"], 2);
+
+    let plain = s.ok(&["get", "deployments", "-n", "shop"]);
+    assert!(plain.starts_with("NAME") && plain.contains("READY") && plain.contains("UP-TO-DATE") && plain.contains("web"), "{plain}");
+    let wide = s.ok(&["get", "deployment", "web", "-n", "shop", "-o", "wide"]);
+    assert!(wide.contains("CONTAINERS") && wide.contains("nginx:1.28") && wide.contains("app=web"), "{wide}");
+    let yaml = s.ok(&["get", "configmap", "settings", "-n", "shop", "-o", "yaml"]);
+    assert!(yaml.contains("mode: production") && yaml.contains("resourceVersion:"), "{yaml}");
+    let all_ns = s.ok(&["get", "configmaps", "-A"]);
+    assert!(all_ns.contains("NAMESPACE") && all_ns.contains("shop") && all_ns.contains("settings"), "{all_ns}");
+    let labels = s.ok(&["get", "cm", "-n", "shop", "--show-labels"]);
+    assert!(labels.contains("LABELS") && labels.contains("app=web"), "{labels}");
+    let selected = s.ok(&["get", "deploy,cm", "-n", "shop", "-l", "app=web", "-o", "name"]);
+    assert_eq!(selected.lines().collect::<Vec<_>>(), vec!["deployment.apps/web", "configmap/settings"]);
+    let none = s.ok(&["get", "cm", "-n", "shop", "-l", "app=nope", "-o", "name"]);
+    assert_eq!(none.trim(), "");
+    let by_field = s.ok(&["get", "secrets", "-n", "shop", "--field-selector", "metadata.name=creds", "-o", "name"]);
+    assert_eq!(by_field.trim(), "secret/creds");
+    let svc = s.ok(&["get", "svc", "-n", "shop"]);
+    assert!(svc.contains("ClusterIP") && svc.contains("10.43.") && svc.contains("80/TCP"), "{svc}");
+    let secret = s.get_json(&["secret", "creds", "-n", "shop"]);
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+    assert_eq!(secret["type"], "Opaque");
+}
+
+#[test]
+fn watch_sees_a_change() {
+    let s = Server::start();
+    s.ok(&["create", "configmap", "watched", "--from-literal=a=1"]);
+    let mut watcher = Command::new(e2e::KUBECTL)
+        .arg("--kubeconfig").arg(&s.kubeconfig)
+        .args(["get", "configmaps", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    // The initial list shows the object; then a label change arrives as MODIFIED.
+    let first = eventually("the initial list", Duration::from_secs(30), || {
+        lines.next().and_then(Result::ok).filter(|l| l.contains("watched"))
+    });
+    assert!(first.contains("ADDED"), "{first}");
+    s.ok(&["label", "configmap", "watched", "seen=yes"]);
+    let modified = eventually("the MODIFIED event", Duration::from_secs(30), || {
+        lines.next().and_then(Result::ok).filter(|l| l.contains("MODIFIED"))
+    });
+    assert!(modified.contains("watched"), "{modified}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn describe_edit_label_annotate_patch_replace() {
+    let s = Server::start();
+    s.ok_stdin(&["apply", "-f", "-"], APP);
+    let described = s.ok(&["describe", "deployment", "web", "-n", "shop"]);
+    assert!(described.contains("Name:") && described.contains("web") && described.contains("nginx:1.27"), "{described}");
+    let described = s.ok(&["describe", "configmap", "settings", "-n", "shop"]);
+    assert!(described.contains("production"), "{described}");
+
+    // edit with a scripted editor
+    let editor = s.dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/nginx:1.27/nginx:1.29/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(e2e::KUBECTL)
+        .arg("--kubeconfig").arg(&s.kubeconfig)
+        .args(["edit", "deployment", "web", "-n", "shop"])
+        .env("KUBE_EDITOR", &editor).output().unwrap();
+    assert!(out.status.success(), "edit failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
+    let d = s.get_json(&["deployment", "web", "-n", "shop"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.29");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
+
+    s.ok(&["label", "cm", "settings", "-n", "shop", "tier=backend"]);
+    s.ok(&["annotate", "cm", "settings", "-n", "shop", "note=hello"]);
+    let cm = s.get_json(&["cm", "settings", "-n", "shop"]);
+    assert_eq!(cm["metadata"]["labels"]["tier"], "backend");
+    assert_eq!(cm["metadata"]["annotations"]["note"], "hello");
+    s.ok(&["label", "cm", "settings", "-n", "shop", "tier-"]);
+    assert!(s.get_json(&["cm", "settings", "-n", "shop"])["metadata"]["labels"].get("tier").is_none());
+
+    // the three patch types
+    s.ok(&["patch", "deployment", "web", "-n", "shop", "-p",
+           r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]);
+    let d = s.get_json(&["deployment", "web", "-n", "shop"]);
+    let env: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(env, vec!["EXTRA", "MODE", "DEBUG"], "strategic merge adds by name");
+    s.ok(&["patch", "cm", "settings", "-n", "shop", "--type=merge", "-p", r#"{"data":{"mode":null,"extra":"x"}}"#]);
+    let cm = s.get_json(&["cm", "settings", "-n", "shop"]);
+    assert!(cm["data"].get("mode").is_none());
+    assert_eq!(cm["data"]["extra"], "x");
+    s.ok(&["patch", "cm", "settings", "-n", "shop", "--type=json", "-p", r#"[{"op":"add","path":"/data/k","value":"v"}]"#]);
+    assert_eq!(s.get_json(&["cm", "settings", "-n", "shop"])["data"]["k"], "v");
+    let unchanged = s.ok(&["patch", "cm", "settings", "-n", "shop", "--type=merge", "-p", r#"{"data":{"k":"v"}}"#]);
+    assert!(unchanged.contains("no change"), "{unchanged}");
+
+    // replace with the current resourceVersion works; with a stale one it is a conflict
+    let mut cm = s.get_json(&["cm", "settings", "-n", "shop"]);
+    cm["data"]["replaced"] = Value::from("yes");
+    s.ok_stdin(&["replace", "-f", "-"], &cm.to_string());
+    let err = s.fails_stdin(&["replace", "-f", "-"], &cm.to_string());
+    assert!(err.contains("Conflict") && err.contains("the object has been modified"), "{err}");
+}
+
+#[test]
+fn imperative_creates_scale_delete_and_wait() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "tools"]);
+    s.ok(&["create", "secret", "generic", "token", "-n", "tools", "--from-literal=key=value"]);
+    s.ok(&["create", "configmap", "conf", "-n", "tools", "--from-literal=a=b", "--from-literal=c=d"]);
+    s.ok(&["create", "deployment", "api", "-n", "tools", "--image=busybox", "--replicas=1"]);
+    let secret = s.get_json(&["secret", "token", "-n", "tools"]);
+    assert_eq!(secret["data"]["key"], "dmFsdWU=");
+    let cm = s.get_json(&["cm", "conf", "-n", "tools"]);
+    assert_eq!(cm["data"]["c"], "d");
+    let d = s.get_json(&["deploy", "api", "-n", "tools"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+
+    let out = s.ok(&["scale", "deployment", "api", "-n", "tools", "--replicas=3"]);
+    assert!(out.contains("scaled"), "{out}");
+    assert_eq!(s.get_json(&["deploy", "api", "-n", "tools"])["spec"]["replicas"], 3);
+    s.ok(&["scale", "deployment", "api", "-n", "tools", "--replicas=1", "--current-replicas=3"]);
+    assert_eq!(s.get_json(&["deploy", "api", "-n", "tools"])["spec"]["replicas"], 1);
+
+    for cascade in ["orphan", "foreground", "background"] {
+        let name = format!("c-{cascade}");
+        s.ok(&["create", "configmap", &name, "-n", "tools"]);
+        s.ok(&["delete", "configmap", &name, "-n", "tools", &format!("--cascade={cascade}")]);
+    }
+    s.ok(&["delete", "deployment", "api", "-n", "tools"]);
+    s.ok(&["wait", "--for=delete", "deployment/api", "-n", "tools", "--timeout=30s"]);
+    s.ok(&["delete", "namespace", "tools"]);
+    s.ok(&["wait", "--for=delete", "namespace/tools", "--timeout=30s"]);
+    let err = s.fails(&["get", "cm", "conf", "-n", "tools"]);
+    assert!(err.contains("NotFound"), "{err}");
+}
+
+#[test]
+fn discovery_explain_and_events() {
+    let s = Server::start();
+    let resources = s.ok(&["api-resources"]);
+    for needle in ["pods", "po", "deployments", "apps/v1", "horizontalpodautoscalers", "leases", "priorityclasses", "Namespace"] {
+        assert!(resources.contains(needle), "api-resources lacks {needle}: {resources}");
+    }
+    let versions = s.ok(&["api-versions"]);
+    for gv in ["v1", "apps/v1", "batch/v1", "autoscaling/v2", "autoscaling/v1", "rbac.authorization.k8s.io/v1", "policy/v1"] {
+        assert!(versions.lines().any(|l| l == gv), "api-versions lacks {gv}: {versions}");
+    }
+    let explained = s.ok(&["explain", "pod.spec.containers"]);
+    assert!(explained.contains("KIND:") && explained.contains("Pod") && explained.contains("image"), "{explained}");
+    let event = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1","namespace":"default"},
+        "involvedObject":{"kind":"Pod","name":"p1","namespace":"default"},"reason":"Testing","message":"hello from e2e",
+        "type":"Normal","source":{"component":"e2e"},"firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:00:00Z","count":1}"#;
+    s.ok_stdin(&["create", "-f", "-"], event);
+    let events = s.ok(&["get", "events"]);
+    assert!(events.contains("Testing") && events.contains("hello from e2e") && events.contains("pod/p1"), "{events}");
+    let whoami = s.ok(&["auth", "whoami"]);
+    assert!(whoami.contains("system:admin"), "{whoami}");
+    assert_eq!(s.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    let version = s.ok(&["version", "-o", "json"]);
+    let v: Value = serde_json::from_str(&version).unwrap();
+    assert_eq!(v["serverVersion"]["minor"], "33");
+    assert!(v["serverVersion"]["gitVersion"].as_str().unwrap().starts_with("v1.33."));
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let s = Server::start();
+    s.ok(&["create", "configmap", "keep", "--from-literal=a=1"]);
+    let before = s.get_json(&["cm", "keep"]);
+
+    let err = s.fails(&["create", "configmap", "keep"]);
+    assert!(err.contains("AlreadyExists") && err.contains("configmaps \"keep\" already exists"), "{err}");
+    let err = s.fails(&["get", "frobnicators"]);
+    assert!(err.contains("the server doesn't have a resource type \"frobnicators\""), "{err}");
+    let err = s.fails_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
+    assert!(err.contains("is invalid") && err.contains("metadata.name"), "{err}");
+    let err = s.fails_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  a: b\n");
+    assert!(err.contains("unknown field") && err.contains("datta"), "{err}");
+    let err = s.fails_stdin(&["create", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\nspec:\n  selector:\n    matchLabels: {a: b}\n  template:\n    metadata:\n      labels: {a: c}\n    spec:\n      containers:\n      - name: c\n");
+    assert!(err.contains("spec.template.metadata.labels") && err.contains("spec.template.spec.containers[0].image"), "every field error is reported: {err}");
+    let err = s.fails(&["create", "configmap", "x", "-n", "does-not-exist"]);
+    assert!(err.contains("namespaces \"does-not-exist\" not found"), "{err}");
+    let big = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: huge\ndata:\n  blob: \"{}\"\n", "x".repeat(3 * 1024 * 1024 + 10));
+    let err = s.fails_stdin(&["create", "-f", "-", "--validate=false"], &big);
+    assert!(err.contains("too large") || err.contains("Too large") || err.contains("RequestEntityTooLarge"), "{err}");
+
+    // Malformed bodies straight over HTTPS.
+    let (code, body) = s.curl(&["-X", "POST", "-H", "Content-Type: application/json", "-d", "{not json", &s.url("/api/v1/namespaces/default/configmaps")]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"kind\":\"Status\"") && body.contains("not valid JSON"), "{body}");
+    let (code, body) = s.curl(&["-X", "POST", "-H", "Content-Type: application/vnd.kubernetes.protobuf", "--data-binary", "garbage", &s.url("/api/v1/namespaces/default/configmaps")]);
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = s.curl(&["-X", "POST", "-H", "Content-Type: application/x-made-up", "-d", "{}", &s.url("/api/v1/namespaces/default/configmaps")]);
+    assert_eq!(code, 415);
+    // Unauthenticated callers are refused.
+    let out = Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &s.url("/api/v1/namespaces")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+
+    let after = s.get_json(&["cm", "keep"]);
+    assert_eq!(before, after, "no stored object changed");
+    assert!(s.ok(&["get", "--raw", "/readyz"]).contains("ok"), "the server keeps serving");
+}
+
+#[test]
+fn restart_keeps_data_and_sigterm_stops_cleanly() {
+    let mut s = Server::start();
+    s.ok(&["create", "configmap", "durable", "--from-literal=a=1"]);
+    let rv_before: u64 = s.get_json(&["cm", "durable"])["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let status = s.stop();
+    assert!(status.success(), "SIGTERM gives a clean exit, got {status}");
+    s.restart(&[]);
+    let cm = s.get_json(&["cm", "durable"]);
+    assert_eq!(cm["data"]["a"], "1");
+    s.ok(&["create", "configmap", "later"]);
+    let rv_after: u64 = s.get_json(&["cm", "later"])["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(rv_after > rv_before, "the revision keeps rising across restarts");
+}
+
+#[test]
+fn kubectl_131_works_too() {
+    let s = Server::start();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let out = s.kubectl_with(KUBECTL_131, args, stdin);
+        assert!(out.status.success(), "kubectl 1.31 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["apply", "-f", "-"], Some(APP));
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    let changed = APP.replace("nginx:1.27", "nginx:1.28");
+    assert!(run(&["apply", "-f", "-"], Some(&changed)).contains("configured"));
+    assert!(run(&["get", "deploy", "-n", "shop"]).contains("web"));
+    run(&["create", "secret", "generic", "s131", "--from-literal=a=b"], None);
+    run(&["scale", "deploy", "web", "-n", "shop", "--replicas=4"], None);
+    assert!(run(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"], None).contains('4'));
+    run(&["delete", "secret", "s131"], None);
+}
