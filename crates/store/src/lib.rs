@@ -11,6 +11,7 @@
 pub mod embedded;
 pub mod etcd;
 pub mod memory;
+mod watch;
 
 use std::pin::Pin;
 
@@ -19,6 +20,10 @@ use futures::Stream;
 
 /// A store revision. Revisions start at 1 and only grow; 0 means "no revision" / "latest".
 pub type Revision = i64;
+
+/// The revision of an empty store. As in etcd, the first write gets the next one, so a watch after this
+/// revision (a new store's [`Backend::compacted_revision`]) replays the whole history.
+pub const EMPTY_STORE_REVISION: Revision = 1;
 
 /// One stored key with its value and revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,13 +94,23 @@ pub enum StoreError {
     AlreadyExists(String),
     /// A compare-and-swap failed: the key's mod revision was not the expected one.
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     /// The requested revision is older than the oldest one kept in history.
     #[error("revision {requested} has been compacted (oldest kept: {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the store's current revision.
     #[error("revision {requested} is in the future (current: {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("storage backend failed: {0}")]
     Backend(String),
     #[error("the store is shutting down")]
