@@ -14,7 +14,8 @@ Normalisation:
   - `"type": ["object", "null"]` becomes `"type": "object"` (upstream OpenAPI has no null types);
   - `{"$ref": "#/$defs/X", ...}` becomes `{"allOf": [{"$ref": "#/components/schemas/X"}], ...}`;
   - the `enum` that the JSON-schema conversion put on `apiVersion` / `kind` is dropped;
-  - IntOrString and Quantity (`oneOf` string/number) become `type: string` as upstream publishes them;
+  - IntOrString and Quantity keep a `oneOf` of their types (without null) and get upstream's description,
+    as upstream v3 documents publish them (v2 documents write them as `type: string`);
   - descriptions, `required`, `format`, `items`, `properties`, `additionalProperties` and every
     `x-kubernetes-*` extension are kept; keys are sorted. The output is deterministic (gzip mtime 0).
 
@@ -53,7 +54,7 @@ SPECIAL = {
         "marshalling and unmarshalling, it produces or consumes the inner type.  This allows you to have, "
         "for example, a JSON field that can accept a name or number.",
         "format": "int-or-string",
-        "type": "string",
+        "oneOf": [{"type": "integer"}, {"type": "string"}],
     },
     QUANTITY: {
         "description": "Quantity is a fixed-point representation of a number. It provides convenient "
@@ -72,7 +73,7 @@ SPECIAL = {
         "than 2^63-1 in magnitude, nor may it have more than 3 decimal places. Numbers larger or more "
         "precise will be capped or rounded up. (E.g.: 0.1m will rounded up to 1m.) This may be extended in "
         "the future if we require larger or smaller quantities.",
-        "type": "string",
+        "oneOf": [{"type": "string"}, {"type": "number"}],
     },
 }
 
@@ -159,7 +160,7 @@ Copyright The Kubernetes Authors, licensed under the Apache License, Version 2.0
 
 Changes made: definitions were converted to OpenAPI v3 form (`$ref` wrapped in `allOf` and pointed at
 `#/components/schemas/`, nullable type lists reduced to a single type, the `enum` on `apiVersion`/`kind`
-removed, IntOrString and Quantity written as strings as Kubernetes publishes them), re-serialised with
+removed, upstream descriptions added to IntOrString and Quantity), re-serialised with
 sorted keys and gzipped.
 
 You may obtain a copy of the License at <https://www.apache.org/licenses/LICENSE-2.0>. Unless required by

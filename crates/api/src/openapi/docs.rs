@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha512};
 
-use super::{ref_name, Schemas, SCHEMA_VERSION, V3_REF_PREFIX};
+use super::{SCHEMA_VERSION, Schemas, V3_REF_PREFIX, ref_name};
 use crate::resources::{self, ResourceInfo, Subresource};
 
 const V2_REF_PREFIX: &str = "#/definitions/";
@@ -14,7 +14,11 @@ const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions
 const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 
-const PRODUCES: &[&str] = &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+const PRODUCES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
 const LIST_PRODUCES: &[&str] = &[
     "application/json",
     "application/yaml",
@@ -22,7 +26,12 @@ const LIST_PRODUCES: &[&str] = &[
     "application/json;stream=watch",
     "application/vnd.kubernetes.protobuf;stream=watch",
 ];
-const TEXT_PRODUCES: &[&str] = &["text/plain", "application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+const TEXT_PRODUCES: &[&str] = &[
+    "text/plain",
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
 const ANY: &[&str] = &["*/*"];
 const PATCH_CONSUMES: &[&str] = &[
     "application/apply-patch+yaml",
@@ -67,7 +76,13 @@ struct Param {
 }
 
 fn query(name: &'static str, ty: &'static str, description: &str) -> Param {
-    Param { name, location: "query", description: description.to_string(), ty, required: false }
+    Param {
+        name,
+        location: "query",
+        description: description.to_string(),
+        ty,
+        required: false,
+    }
 }
 
 /// What an operation returns.
@@ -109,7 +124,11 @@ struct PathItem {
 
 /// `api/v1` or `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `Core`, `Apps`, `RbacAuthorization`, `Networking` (from `networking.k8s.io`).
@@ -132,29 +151,76 @@ fn upper_first(s: &str) -> String {
 fn tag(group: &str, version: &str) -> String {
     let camel = group_camel(group);
     let mut chars = camel.chars();
-    let lower: String = chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default();
+    let lower: String = chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default();
     format!("{lower}_{version}")
 }
 
 fn list_params() -> Vec<Param> {
     vec![
-        query("allowWatchBookmarks", "boolean", "allowWatchBookmarks requests watch events with type \"BOOKMARK\". Servers that do not implement bookmarks may ignore this flag and bookmarks are sent at the server's discretion."),
-        query("continue", "string", "The continue option should be set when retrieving more results from the server."),
-        query("fieldSelector", "string", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
-        query("labelSelector", "string", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
-        query("limit", "integer", "limit is a maximum number of responses to return for a list call."),
-        query("resourceVersion", "string", "resourceVersion sets a constraint on what resource versions a request may be served from."),
-        query("resourceVersionMatch", "string", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
-        query("sendInitialEvents", "boolean", "`sendInitialEvents=true` may be set together with `watch=true`."),
-        query("timeoutSeconds", "integer", "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity."),
-        query("watch", "boolean", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications. Specify resourceVersion."),
+        query(
+            "allowWatchBookmarks",
+            "boolean",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\". Servers that do not implement bookmarks may ignore this flag and bookmarks are sent at the server's discretion.",
+        ),
+        query(
+            "continue",
+            "string",
+            "The continue option should be set when retrieving more results from the server.",
+        ),
+        query(
+            "fieldSelector",
+            "string",
+            "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+        ),
+        query(
+            "labelSelector",
+            "string",
+            "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+        ),
+        query(
+            "limit",
+            "integer",
+            "limit is a maximum number of responses to return for a list call.",
+        ),
+        query(
+            "resourceVersion",
+            "string",
+            "resourceVersion sets a constraint on what resource versions a request may be served from.",
+        ),
+        query(
+            "resourceVersionMatch",
+            "string",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+        ),
+        query(
+            "sendInitialEvents",
+            "boolean",
+            "`sendInitialEvents=true` may be set together with `watch=true`.",
+        ),
+        query(
+            "timeoutSeconds",
+            "integer",
+            "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity.",
+        ),
+        query(
+            "watch",
+            "boolean",
+            "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications. Specify resourceVersion.",
+        ),
     ]
 }
 
 fn write_params(patch: bool) -> Vec<Param> {
     let mut params = vec![
         query("dryRun", "string", DRY_RUN),
-        query("fieldManager", "string", if patch { FIELD_MANAGER_PATCH } else { FIELD_MANAGER }),
+        query(
+            "fieldManager",
+            "string",
+            if patch { FIELD_MANAGER_PATCH } else { FIELD_MANAGER },
+        ),
         query("fieldValidation", "string", FIELD_VALIDATION),
     ];
     if patch {
@@ -166,41 +232,137 @@ fn write_params(patch: bool) -> Vec<Param> {
 fn delete_params() -> Vec<Param> {
     vec![
         query("dryRun", "string", DRY_RUN),
-        query("gracePeriodSeconds", "integer", "The duration in seconds before the object should be deleted. Value must be non-negative integer. The value zero indicates delete immediately."),
-        query("orphanDependents", "boolean", "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7. Should the dependent objects be orphaned."),
-        query("propagationPolicy", "string", "Whether and how garbage collection will be performed. Acceptable values are: 'Orphan', 'Background' and 'Foreground'."),
+        query(
+            "gracePeriodSeconds",
+            "integer",
+            "The duration in seconds before the object should be deleted. Value must be non-negative integer. The value zero indicates delete immediately.",
+        ),
+        query(
+            "orphanDependents",
+            "boolean",
+            "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7. Should the dependent objects be orphaned.",
+        ),
+        query(
+            "propagationPolicy",
+            "string",
+            "Whether and how garbage collection will be performed. Acceptable values are: 'Orphan', 'Background' and 'Foreground'.",
+        ),
     ]
 }
 
 fn subresource_params(name: &str) -> Vec<Param> {
     let names: &[(&'static str, &'static str, &str)] = match name {
         "log" => &[
-            ("container", "string", "The container for which to stream logs. Defaults to only container if there is one container in the pod."),
-            ("follow", "boolean", "Follow the log stream of the pod. Defaults to false."),
-            ("insecureSkipTLSVerifyBackend", "boolean", "insecureSkipTLSVerifyBackend indicates that the apiserver should not confirm the validity of the serving certificate of the backend it is connecting to."),
-            ("limitBytes", "integer", "If set, the number of bytes to read from the server before terminating the log output."),
-            ("previous", "boolean", "Return previous terminated container logs. Defaults to false."),
-            ("sinceSeconds", "integer", "A relative time in seconds before the current time from which to show logs."),
-            ("stream", "string", "Specify which container log stream to return to the client. Acceptable values are \"All\", \"Stdout\" and \"Stderr\"."),
-            ("tailLines", "integer", "If set, the number of lines from the end of the logs to show."),
-            ("timestamps", "boolean", "If true, add an RFC3339 or RFC3339Nano timestamp at the beginning of every line of log output. Defaults to false."),
+            (
+                "container",
+                "string",
+                "The container for which to stream logs. Defaults to only container if there is one container in the pod.",
+            ),
+            (
+                "follow",
+                "boolean",
+                "Follow the log stream of the pod. Defaults to false.",
+            ),
+            (
+                "insecureSkipTLSVerifyBackend",
+                "boolean",
+                "insecureSkipTLSVerifyBackend indicates that the apiserver should not confirm the validity of the serving certificate of the backend it is connecting to.",
+            ),
+            (
+                "limitBytes",
+                "integer",
+                "If set, the number of bytes to read from the server before terminating the log output.",
+            ),
+            (
+                "previous",
+                "boolean",
+                "Return previous terminated container logs. Defaults to false.",
+            ),
+            (
+                "sinceSeconds",
+                "integer",
+                "A relative time in seconds before the current time from which to show logs.",
+            ),
+            (
+                "stream",
+                "string",
+                "Specify which container log stream to return to the client. Acceptable values are \"All\", \"Stdout\" and \"Stderr\".",
+            ),
+            (
+                "tailLines",
+                "integer",
+                "If set, the number of lines from the end of the logs to show.",
+            ),
+            (
+                "timestamps",
+                "boolean",
+                "If true, add an RFC3339 or RFC3339Nano timestamp at the beginning of every line of log output. Defaults to false.",
+            ),
         ],
         "exec" => &[
-            ("command", "string", "Command is the remote command to execute. argv array. Not executed within a shell."),
-            ("container", "string", "Container in which to execute the command. Defaults to only container if there is only one container in the pod."),
-            ("stderr", "boolean", "Redirect the standard error stream of the pod for this call."),
-            ("stdin", "boolean", "Redirect the standard input stream of the pod for this call. Defaults to false."),
-            ("stdout", "boolean", "Redirect the standard output stream of the pod for this call."),
-            ("tty", "boolean", "TTY if true indicates that a tty will be allocated for the exec call. Defaults to false."),
+            (
+                "command",
+                "string",
+                "Command is the remote command to execute. argv array. Not executed within a shell.",
+            ),
+            (
+                "container",
+                "string",
+                "Container in which to execute the command. Defaults to only container if there is only one container in the pod.",
+            ),
+            (
+                "stderr",
+                "boolean",
+                "Redirect the standard error stream of the pod for this call.",
+            ),
+            (
+                "stdin",
+                "boolean",
+                "Redirect the standard input stream of the pod for this call. Defaults to false.",
+            ),
+            (
+                "stdout",
+                "boolean",
+                "Redirect the standard output stream of the pod for this call.",
+            ),
+            (
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the exec call. Defaults to false.",
+            ),
         ],
         "attach" => &[
-            ("container", "string", "The container in which to execute the command. Defaults to only container if there is only one container in the pod."),
-            ("stderr", "boolean", "Stderr if true indicates that stderr is to be redirected for the attach call. Defaults to true."),
-            ("stdin", "boolean", "Stdin if true, redirects the standard input stream of the pod for this call. Defaults to false."),
-            ("stdout", "boolean", "Stdout if true indicates that stdout is to be redirected for the attach call. Defaults to true."),
-            ("tty", "boolean", "TTY if true indicates that a tty will be allocated for the attach call. This is passed through the container runtime so the tty is allocated on the worker node by the container runtime. Defaults to false."),
+            (
+                "container",
+                "string",
+                "The container in which to execute the command. Defaults to only container if there is only one container in the pod.",
+            ),
+            (
+                "stderr",
+                "boolean",
+                "Stderr if true indicates that stderr is to be redirected for the attach call. Defaults to true.",
+            ),
+            (
+                "stdin",
+                "boolean",
+                "Stdin if true, redirects the standard input stream of the pod for this call. Defaults to false.",
+            ),
+            (
+                "stdout",
+                "boolean",
+                "Stdout if true indicates that stdout is to be redirected for the attach call. Defaults to true.",
+            ),
+            (
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the attach call. This is passed through the container runtime so the tty is allocated on the worker node by the container runtime. Defaults to false.",
+            ),
         ],
-        "portforward" => &[("ports", "integer", "List of ports to forward Required when using WebSockets")],
+        "portforward" => &[(
+            "ports",
+            "integer",
+            "List of ports to forward Required when using WebSockets",
+        )],
         _ => &[],
     };
     names.iter().map(|(n, t, d)| query(n, t, d)).collect()
@@ -264,9 +426,10 @@ impl ResourceOps<'_> {
 
     fn paths(&self) -> Vec<PathItem> {
         let r = self.r;
-        let (Some(kind_def), Some(list_def)) =
-            (self.def(r.group, r.version, r.kind), self.def(r.group, r.version, &r.list_kind()))
-        else {
+        let (Some(kind_def), Some(list_def)) = (
+            self.def(r.group, r.version, r.kind),
+            self.def(r.group, r.version, &r.list_kind()),
+        ) else {
             return Vec::new();
         };
         let has = |verb: &str| r.verbs.contains(&verb);
@@ -300,13 +463,21 @@ impl ResourceOps<'_> {
             let mut op = self.op("delete", "deleteCollection", "", "deletecollection");
             op.description = format!("delete collection of {}", r.kind);
             op.params = delete_params();
-            op.params.extend(list_params().into_iter().filter(|p| p.name != "watch" && p.name != "allowWatchBookmarks"));
+            op.params.extend(
+                list_params()
+                    .into_iter()
+                    .filter(|p| p.name != "watch" && p.name != "allowWatchBookmarks"),
+            );
             op.body = Some((DELETE_OPTIONS.to_string(), ANY, false));
             op.returns = Returns::Object(STATUS.to_string());
             ops.push(op);
         }
         if !ops.is_empty() {
-            out.push(PathItem { path: collection.clone(), params: self.path_params(false, r.kind), ops });
+            out.push(PathItem {
+                path: collection.clone(),
+                params: self.path_params(false, r.kind),
+                ops,
+            });
         }
 
         let mut ops = Vec::new();
@@ -344,7 +515,11 @@ impl ResourceOps<'_> {
             ops.push(op);
         }
         if !ops.is_empty() {
-            out.push(PathItem { path: item.clone(), params: self.path_params(true, r.kind), ops });
+            out.push(PathItem {
+                path: item.clone(),
+                params: self.path_params(true, r.kind),
+                ops,
+            });
         }
 
         if r.namespaced && has("list") {
@@ -353,13 +528,21 @@ impl ResourceOps<'_> {
             op.description = format!("list or watch objects of kind {}", r.kind);
             op.params = list_params();
             op.returns = Returns::List(list_def);
-            out.push(PathItem { path: format!("{prefix}/{}", r.plural), params: vec![query("pretty", "string", PRETTY)], ops: vec![op] });
+            out.push(PathItem {
+                path: format!("{prefix}/{}", r.plural),
+                params: vec![query("pretty", "string", PRETTY)],
+                ops: vec![op],
+            });
         }
 
         for sub in r.subresources {
             let ops = self.subresource_ops(sub);
             if !ops.is_empty() {
-                out.push(PathItem { path: format!("{item}/{}", sub.name), params: self.path_params(true, sub.kind), ops });
+                out.push(PathItem {
+                    path: format!("{item}/{}", sub.name),
+                    params: self.path_params(true, sub.kind),
+                    ops,
+                });
             }
         }
         out
@@ -389,7 +572,9 @@ impl ResourceOps<'_> {
                 }
             }
             _ => {
-                let Some(def) = self.def(sub.group, sub.version, sub.kind) else { return ops };
+                let Some(def) = self.def(sub.group, sub.version, sub.kind) else {
+                    return ops;
+                };
                 for verb in sub.verbs {
                     let mut op = match *verb {
                         "get" => {
@@ -527,7 +712,10 @@ fn v3_param(p: &Param) -> Value {
 }
 
 fn v3_content(types: &[&str], schema: &Value) -> Value {
-    let content: Map<String, Value> = types.iter().map(|t| (t.to_string(), json!({"schema": schema}))).collect();
+    let content: Map<String, Value> = types
+        .iter()
+        .map(|t| (t.to_string(), json!({"schema": schema})))
+        .collect();
     Value::Object(content)
 }
 
@@ -545,7 +733,10 @@ fn v3_operation(op: &Operation) -> Value {
             "202" => "Accepted",
             _ => "OK",
         };
-        responses.insert(code.to_string(), json!({"description": description, "content": v3_content(types, &schema)}));
+        responses.insert(
+            code.to_string(),
+            json!({"description": description, "content": v3_content(types, &schema)}),
+        );
     }
     responses.insert("401".to_string(), json!({"description": "Unauthorized"}));
     let mut v = json!({
@@ -619,7 +810,10 @@ pub(super) fn index(schemas: &Schemas) -> Value {
         for version in versions {
             if let Some((_, h)) = group_version_doc(schemas, group, version) {
                 let key = gv_path(group, version);
-                paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={h}")}));
+                paths.insert(
+                    key.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={h}")}),
+                );
             }
         }
     }
@@ -627,18 +821,29 @@ pub(super) fn index(schemas: &Schemas) -> Value {
 }
 
 /// Rewrites a v3 schema into Swagger 2.0 form: `allOf` around one reference becomes a plain `$ref`
-/// (keeping the description and extensions beside it) pointing at `#/definitions/`.
+/// (keeping the description and extensions beside it) pointing at `#/definitions/`, and a `oneOf` of
+/// types becomes `type: string`.
 fn to_v2_schema(schema: &Value) -> Value {
-    let Value::Object(map) = schema else { return schema.clone() };
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
     let mut out = Map::new();
     let single_ref = ref_name(schema).map(|n| format!("{V2_REF_PREFIX}{n}"));
     for (k, v) in map {
         match k.as_str() {
+            // Swagger 2.0 has no `oneOf`: IntOrString and Quantity are published there as strings.
+            "oneOf" => {
+                if !map.contains_key("type") {
+                    out.insert("type".to_string(), json!("string"));
+                }
+            }
             "allOf" | "$ref" if single_ref.is_some() => {
                 out.insert("$ref".to_string(), json!(single_ref.clone()));
             }
             "properties" => {
-                let props = v.as_object().map(|p| p.iter().map(|(n, s)| (n.clone(), to_v2_schema(s))).collect());
+                let props = v
+                    .as_object()
+                    .map(|p| p.iter().map(|(n, s)| (n.clone(), to_v2_schema(s))).collect());
                 out.insert(k.clone(), props.map(Value::Object).unwrap_or_else(|| v.clone()));
             }
             "items" | "additionalProperties" => {
@@ -653,7 +858,8 @@ fn to_v2_schema(schema: &Value) -> Value {
 }
 
 fn v2_param(p: &Param) -> Value {
-    let mut v = json!({"uniqueItems": true, "type": p.ty, "description": p.description, "name": p.name, "in": p.location});
+    let mut v =
+        json!({"uniqueItems": true, "type": p.ty, "description": p.description, "name": p.name, "in": p.location});
     if p.required {
         v["required"] = json!(true);
     }
@@ -755,10 +961,18 @@ mod tests {
         let index = s.index();
         let paths = index["paths"].as_object().unwrap();
         let (_, core_hash) = s.group_version_doc("", "v1").unwrap();
-        assert_eq!(paths["api/v1"]["serverRelativeURL"], format!("/openapi/v3/api/v1?hash={core_hash}"));
+        assert_eq!(
+            paths["api/v1"]["serverRelativeURL"],
+            format!("/openapi/v3/api/v1?hash={core_hash}")
+        );
         assert_eq!(core_hash.len(), 128);
         assert!(core_hash.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
-        for key in ["apis/apps/v1", "apis/autoscaling/v2", "apis/autoscaling/v1", "apis/rbac.authorization.k8s.io/v1"] {
+        for key in [
+            "apis/apps/v1",
+            "apis/autoscaling/v2",
+            "apis/autoscaling/v1",
+            "apis/rbac.authorization.k8s.io/v1",
+        ] {
             assert!(paths.contains_key(key), "{key}");
         }
         assert_eq!(s.group_version_doc("nope", "v1"), None);
@@ -786,13 +1000,24 @@ mod tests {
             assert_eq!(fv["schema"], json!({"type": "string", "uniqueItems": true}));
             assert!(params.iter().any(|p| p["name"] == "dryRun"));
             assert!(params.iter().any(|p| p["name"] == "fieldManager"));
-            assert!(op["requestBody"]["content"].get("application/strategic-merge-patch+json").is_some());
+            assert!(
+                op["requestBody"]["content"]
+                    .get("application/strategic-merge-patch+json")
+                    .is_some()
+            );
             assert_eq!(op["x-kubernetes-action"], "patch");
         }
         let scale = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
-        assert_eq!(scale["patch"]["x-kubernetes-group-version-kind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+        assert_eq!(
+            scale["patch"]["x-kubernetes-group-version-kind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        );
         assert_eq!(scale["get"]["operationId"], "readAppsV1NamespacedDeploymentScale");
-        assert!(doc["components"]["schemas"].get("io.k8s.api.autoscaling.v1.Scale").is_some());
+        assert!(
+            doc["components"]["schemas"]
+                .get("io.k8s.api.autoscaling.v1.Scale")
+                .is_some()
+        );
     }
 
     #[test]
@@ -805,23 +1030,48 @@ mod tests {
         assert_eq!(coll["get"]["x-kubernetes-action"], "list");
         assert_eq!(coll["post"]["x-kubernetes-action"], "post");
         assert_eq!(coll["delete"]["x-kubernetes-action"], "deletecollection");
-        assert!(coll["post"]["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            coll["post"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let item = &paths["/api/v1/namespaces/{namespace}/pods/{name}"];
         for m in ["get", "put", "patch", "delete"] {
-            assert_eq!(item[m]["x-kubernetes-group-version-kind"], json!({"group": "", "version": "v1", "kind": "Pod"}), "{m}");
+            assert_eq!(
+                item[m]["x-kubernetes-group-version-kind"],
+                json!({"group": "", "version": "v1", "kind": "Pod"}),
+                "{m}"
+            );
         }
-        assert!(item["put"]["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            item["put"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert_eq!(
             item["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/io.k8s.api.core.v1.Pod"
         );
-        assert_eq!(paths["/api/v1/pods"]["get"]["operationId"], "listCoreV1PodForAllNamespaces");
+        assert_eq!(
+            paths["/api/v1/pods"]["get"]["operationId"],
+            "listCoreV1PodForAllNamespaces"
+        );
         assert_eq!(paths["/api/v1/nodes/{name}"]["get"]["operationId"], "readCoreV1Node");
-        assert_eq!(paths["/api/v1/namespaces/{name}/finalize"]["put"]["x-kubernetes-action"], "put");
+        assert_eq!(
+            paths["/api/v1/namespaces/{name}/finalize"]["put"]["x-kubernetes-action"],
+            "put"
+        );
         let exec = &paths["/api/v1/namespaces/{namespace}/pods/{name}/exec"];
         assert_eq!(exec["post"]["x-kubernetes-action"], "connect");
         assert_eq!(exec["get"]["operationId"], "connectCoreV1GetNamespacedPodExec");
-        assert_eq!(paths["/api/v1/namespaces/{namespace}/pods/{name}/log"]["get"]["operationId"], "readCoreV1NamespacedPodLog");
+        assert_eq!(
+            paths["/api/v1/namespaces/{namespace}/pods/{name}/log"]["get"]["operationId"],
+            "readCoreV1NamespacedPodLog"
+        );
     }
 
     #[test]
@@ -844,10 +1094,16 @@ mod tests {
         }
         assert!(!schemas.contains_key("io.k8s.api.apps.v1.Deployment"));
         let pod = &schemas["io.k8s.api.core.v1.Pod"];
-        assert_eq!(pod["x-kubernetes-group-version-kind"], json!([{"group": "", "kind": "Pod", "version": "v1"}]));
+        assert_eq!(
+            pod["x-kubernetes-group-version-kind"],
+            json!([{"group": "", "kind": "Pod", "version": "v1"}])
+        );
         let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["type"], "array");
-        assert_eq!(containers["items"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.Container");
+        assert_eq!(
+            containers["items"]["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.Container"
+        );
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(schemas["io.k8s.api.core.v1.PodSpec"]["required"], json!(["containers"]));
         // Every reference in the document resolves inside it.
@@ -872,10 +1128,18 @@ mod tests {
                         .as_object()
                         .unwrap()
                         .values()
-                        .filter(|d| d["x-kubernetes-group-version-kind"].as_array().is_some_and(|a| a.contains(&want)))
+                        .filter(|d| {
+                            d["x-kubernetes-group-version-kind"]
+                                .as_array()
+                                .is_some_and(|a| a.contains(&want))
+                        })
                         .count();
                     assert_eq!(holders, 1, "{group}/{version} {}", r.kind);
-                    assert!(!find_patch_op(&doc, r.group, r.version, r.kind).is_empty(), "{}", r.kind);
+                    assert!(
+                        !find_patch_op(&doc, r.group, r.version, r.kind).is_empty(),
+                        "{}",
+                        r.kind
+                    );
                 }
             }
         }
@@ -895,11 +1159,19 @@ mod tests {
             "#/definitions/io.k8s.api.core.v1.Container"
         );
         let patch = &v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert!(patch["consumes"].as_array().unwrap().contains(&json!("application/strategic-merge-patch+json")));
+        assert!(
+            patch["consumes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("application/strategic-merge-patch+json"))
+        );
         assert_eq!(patch["parameters"][0]["in"], "body");
         assert!(defs.contains_key("io.k8s.api.apps.v1.Deployment") && defs.contains_key("io.k8s.api.core.v1.Pod"));
         let text = serde_json::to_string(&v2).unwrap();
         assert!(!text.contains("#/components/schemas/"));
+        let ios = &defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
+        assert_eq!((ios["type"].as_str(), ios.get("oneOf")), (Some("string"), None));
+        assert_eq!(defs["io.k8s.apimachinery.pkg.api.resource.Quantity"]["type"], "string");
     }
 
     #[test]

@@ -38,7 +38,11 @@ impl<'a> PatchMeta<'a> {
             Some(f) => f,
             None => self.schema.get("additionalProperties").filter(|a| a.is_object())?,
         };
-        Some(FieldMeta { schemas: self.schemas, field, value: self.schemas.resolve(field) })
+        Some(FieldMeta {
+            schemas: self.schemas,
+            field,
+            value: self.schemas.resolve(field),
+        })
     }
 
     /// Walks a path of field names from this object. A list field is stepped through to its items, so
@@ -49,7 +53,11 @@ impl<'a> PatchMeta<'a> {
         if rest.is_empty() {
             return Some(field);
         }
-        let next = if field.is_list() { field.items()? } else { field.object()? };
+        let next = if field.is_list() {
+            field.items()?
+        } else {
+            field.object()?
+        };
         next.lookup(rest)
     }
 }
@@ -62,7 +70,8 @@ impl<'a> FieldMeta<'a> {
 
     /// Whether the patch strategy lists `strategy` (`merge` is listed by `merge,retainKeys`).
     pub fn has_strategy(&self, strategy: &str) -> bool {
-        self.patch_strategy().is_some_and(|s| s.split(',').any(|x| x.trim() == strategy))
+        self.patch_strategy()
+            .is_some_and(|s| s.split(',').any(|x| x.trim() == strategy))
     }
 
     /// The `x-kubernetes-patch-merge-key` of a list of objects (`name` for containers).
@@ -80,7 +89,11 @@ impl<'a> FieldMeta<'a> {
         if !self.is_list() {
             return false;
         }
-        let Some(items) = self.value.and_then(|v| v.get("items")).and_then(|i| self.schemas.resolve(i)) else {
+        let Some(items) = self
+            .value
+            .and_then(|v| v.get("items"))
+            .and_then(|i| self.schemas.resolve(i))
+        else {
             return false;
         };
         let ty = items.get("type").and_then(Value::as_str);
@@ -110,7 +123,9 @@ mod tests {
         assert_eq!(c.patch_strategy(), Some("merge"));
         assert_eq!(c.merge_key(), Some("name"));
         assert!(c.is_list() && !c.is_primitive_list());
-        let ports = meta.lookup(&["spec", "template", "spec", "containers", "ports"]).unwrap();
+        let ports = meta
+            .lookup(&["spec", "template", "spec", "containers", "ports"])
+            .unwrap();
         assert_eq!(ports.merge_key(), Some("containerPort"));
         let env = meta.lookup(&["spec", "template", "spec", "containers", "env"]).unwrap();
         assert_eq!(env.merge_key(), Some("name"));

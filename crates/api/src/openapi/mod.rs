@@ -56,10 +56,14 @@ impl Schemas {
     fn from_definitions(definitions: Map<String, Value>) -> Schemas {
         let mut kinds = HashMap::new();
         for (name, schema) in &definitions {
-            let Some(Value::Array(gvks)) = schema.get("x-kubernetes-group-version-kind") else { continue };
+            let Some(Value::Array(gvks)) = schema.get("x-kubernetes-group-version-kind") else {
+                continue;
+            };
             for gvk in gvks {
                 let field = |k: &str| gvk.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-                kinds.entry((field("group"), field("version"), field("kind"))).or_insert_with(|| name.clone());
+                kinds
+                    .entry((field("group"), field("version"), field("kind")))
+                    .or_insert_with(|| name.clone());
             }
         }
         Schemas { definitions, kinds }
@@ -82,12 +86,15 @@ impl Schemas {
 
     /// The definition name of a kind: `("apps", "v1", "Deployment")` → `io.k8s.api.apps.v1.Deployment`.
     pub fn definition_name(&self, group: &str, version: &str, kind: &str) -> Option<&str> {
-        self.kinds.get(&(group.to_string(), version.to_string(), kind.to_string())).map(String::as_str)
+        self.kinds
+            .get(&(group.to_string(), version.to_string(), kind.to_string()))
+            .map(String::as_str)
     }
 
     /// The schema of a kind.
     pub fn kind_schema(&self, group: &str, version: &str, kind: &str) -> Option<&Value> {
-        self.definition_name(group, version, kind).and_then(|n| self.definition(n))
+        self.definition_name(group, version, kind)
+            .and_then(|n| self.definition(n))
     }
 
     /// Follows a schema's reference (`$ref`, or `allOf` holding one `$ref`) to the definition it names;
@@ -160,7 +167,10 @@ mod tests {
         assert_eq!(s.len(), 707);
         let pod = s.definition("io.k8s.api.core.v1.Pod").unwrap();
         assert_eq!(pod["type"], "object");
-        assert_eq!(pod["properties"]["spec"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.PodSpec");
+        assert_eq!(
+            pod["properties"]["spec"]["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.PodSpec"
+        );
         assert!(pod["properties"]["kind"].get("enum").is_none());
     }
 
@@ -168,10 +178,24 @@ mod tests {
     fn every_served_kind_and_its_list_have_a_schema() {
         let s = Schemas::load();
         for r in RESOURCES {
-            assert!(s.definition_name(r.group, r.version, r.kind).is_some(), "{}/{} {}", r.group, r.version, r.kind);
-            assert!(s.definition_name(r.group, r.version, &r.list_kind()).is_some(), "{} list", r.kind);
+            assert!(
+                s.definition_name(r.group, r.version, r.kind).is_some(),
+                "{}/{} {}",
+                r.group,
+                r.version,
+                r.kind
+            );
+            assert!(
+                s.definition_name(r.group, r.version, &r.list_kind()).is_some(),
+                "{} list",
+                r.kind
+            );
             // exec/attach/portforward options have no schema upstream either (connect operations).
-            for sub in r.subresources.iter().filter(|s| !matches!(s.name, "exec" | "attach" | "portforward")) {
+            for sub in r
+                .subresources
+                .iter()
+                .filter(|s| !matches!(s.name, "exec" | "attach" | "portforward"))
+            {
                 assert!(
                     s.definition_name(sub.group, sub.version, sub.kind).is_some(),
                     "{}/{} {}",
@@ -187,7 +211,10 @@ mod tests {
     fn kinds_with_the_same_name_in_two_groups_stay_apart() {
         let s = Schemas::load();
         assert_eq!(s.definition_name("", "v1", "Event"), Some("io.k8s.api.core.v1.Event"));
-        assert_eq!(s.definition_name("events.k8s.io", "v1", "Event"), Some("io.k8s.api.events.v1.Event"));
+        assert_eq!(
+            s.definition_name("events.k8s.io", "v1", "Event"),
+            Some("io.k8s.api.events.v1.Event")
+        );
         assert_eq!(s.definition_name("apps", "v1", "Nope"), None);
     }
 
@@ -199,15 +226,23 @@ mod tests {
         assert!(resolved["properties"].get("containers").is_some());
         let plain = serde_json::json!({"type": "string"});
         assert_eq!(s.resolve(&plain), Some(&plain));
-        assert_eq!(s.resolve(&serde_json::json!({"$ref": "#/components/schemas/nope"})), None);
+        assert_eq!(
+            s.resolve(&serde_json::json!({"$ref": "#/components/schemas/nope"})),
+            None
+        );
     }
 
     #[test]
-    fn int_or_string_and_quantity_are_strings() {
+    fn int_or_string_and_quantity_are_one_of_as_upstream_v3() {
         let s = Schemas::load();
         let ios = s.definition("io.k8s.apimachinery.pkg.util.intstr.IntOrString").unwrap();
-        assert_eq!(ios["type"], "string");
+        assert_eq!(
+            ios["oneOf"],
+            serde_json::json!([{"type": "integer"}, {"type": "string"}])
+        );
         assert_eq!(ios["format"], "int-or-string");
-        assert_eq!(s.definition("io.k8s.apimachinery.pkg.api.resource.Quantity").unwrap()["type"], "string");
+        let q = s.definition("io.k8s.apimachinery.pkg.api.resource.Quantity").unwrap();
+        assert_eq!(q["oneOf"], serde_json::json!([{"type": "string"}, {"type": "number"}]));
+        assert!(q.get("type").is_none() && q["description"].as_str().unwrap().starts_with("Quantity is"));
     }
 }

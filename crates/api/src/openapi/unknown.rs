@@ -13,7 +13,11 @@ pub(super) fn unknown_fields(schemas: &Schemas, schema: &Value, obj: &Value) -> 
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 /// Whether a schema accepts any value below it: free-form objects, int-or-string, preserved fields.
