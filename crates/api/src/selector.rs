@@ -122,9 +122,10 @@ impl Requirement {
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
-                let (Some(have), Some(want)) =
-                    (value.and_then(|v| v.parse::<i64>().ok()), self.values.first().and_then(|v| v.parse::<i64>().ok()))
-                else {
+                let (Some(have), Some(want)) = (
+                    value.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.first().and_then(|v| v.parse::<i64>().ok()),
+                ) else {
                     return false;
                 };
                 if self.operator == Operator::GreaterThan { have > want } else { have < want }
@@ -290,8 +291,11 @@ pub fn to_selector_string(selector: &Value) -> String {
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
-            let mut values: Vec<&str> =
-                e.get("values").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let mut values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             values.sort_unstable();
             let rendered = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
                 "In" => format!("{key} in ({})", values.join(",")),
@@ -448,7 +452,9 @@ impl Parser {
                                 )));
                             }
                         }
-                        _ => return Err(SelectorError::Syntax(format!("found '{l}', expected: ',' or 'end of string'"))),
+                        _ => {
+                            return Err(SelectorError::Syntax(format!("found '{l}', expected: ',' or 'end of string'")));
+                        }
                     }
                 }
                 Tok::End => return Ok(requirements),
@@ -812,8 +818,10 @@ enum Extract {
     EventSource,
 }
 
-const META_FIELDS: &[(&str, Extract)] =
-    &[("metadata.name", Extract::Str(&["metadata.name"])), ("metadata.namespace", Extract::Str(&["metadata.namespace"]))];
+const META_FIELDS: &[(&str, Extract)] = &[
+    ("metadata.name", Extract::Str(&["metadata.name"])),
+    ("metadata.namespace", Extract::Str(&["metadata.namespace"])),
+];
 
 const POD_FIELDS: &[(&str, Extract)] = &[
     ("metadata.name", Extract::Str(&["metadata.name"])),
@@ -838,10 +846,7 @@ const CORE_EVENT_FIELDS: &[(&str, Extract)] = &[
     ("involvedObject.name", Extract::Str(&["involvedObject.name", "regarding.name"])),
     ("involvedObject.uid", Extract::Str(&["involvedObject.uid", "regarding.uid"])),
     ("involvedObject.apiVersion", Extract::Str(&["involvedObject.apiVersion", "regarding.apiVersion"])),
-    (
-        "involvedObject.resourceVersion",
-        Extract::Str(&["involvedObject.resourceVersion", "regarding.resourceVersion"]),
-    ),
+    ("involvedObject.resourceVersion", Extract::Str(&["involvedObject.resourceVersion", "regarding.resourceVersion"])),
     ("involvedObject.fieldPath", Extract::Str(&["involvedObject.fieldPath", "regarding.fieldPath"])),
     ("reason", Extract::Str(&["reason"])),
     ("reportingComponent", Extract::Str(&["reportingComponent", "reportingController"])),
@@ -933,9 +938,8 @@ pub fn field_value(obj: &Value, resource: &ResourceInfo, field: &str) -> Result<
     let Some((_, extract)) = a.iter().chain(b).find(|(k, _)| *k == field) else {
         return Err(SelectorError::UnsupportedField(field.to_string()));
     };
-    let first_str = |paths: &[&str]| -> String {
-        paths.iter().find_map(|p| lookup(obj, p)).map(render_scalar).unwrap_or_default()
-    };
+    let first_str =
+        |paths: &[&str]| -> String { paths.iter().find_map(|p| lookup(obj, p)).map(render_scalar).unwrap_or_default() };
     Ok(match *extract {
         Extract::Str(paths) => first_str(paths),
         Extract::Bool(path) => lookup(obj, path).and_then(Value::as_bool).unwrap_or(false).to_string(),
@@ -1062,18 +1066,15 @@ mod tests {
         assert!(!nothing.is_empty());
         assert!(!nothing.matches(Some(&labels(json!({"a": "b"})))));
 
-        let err = LabelSelector::from_json(&json!({"matchExpressions": [{"key": "a", "operator": "Like"}]}))
-            .unwrap_err();
+        let err =
+            LabelSelector::from_json(&json!({"matchExpressions": [{"key": "a", "operator": "Like"}]})).unwrap_err();
         assert_eq!(err.to_string(), "invalid label selector: \"Like\" is not a valid label selector operator");
         assert!(LabelSelector::from_json(&json!({"matchExpressions": [{"key": "a", "operator": "In"}]})).is_err());
     }
 
     #[test]
     fn selector_string_rendering() {
-        assert_eq!(
-            to_selector_string(&json!({"matchLabels": {"tier": "fe", "app": "web"}})),
-            "app=web,tier=fe"
-        );
+        assert_eq!(to_selector_string(&json!({"matchLabels": {"tier": "fe", "app": "web"}})), "app=web,tier=fe");
         assert_eq!(
             to_selector_string(&json!({"matchLabels": {"app": "web"},
                 "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe"]}]})),
@@ -1150,8 +1151,12 @@ mod tests {
         let events_v1 = find("events.k8s.io", "v1", "events").unwrap();
         let ev1 = json!({"metadata": {"name": "e"}, "regarding": {"kind": "Deployment", "name": "web"},
                          "reportingController": "deployment-controller"});
-        for s in ["regarding.kind=Deployment", "involvedObject.name=web", "source=deployment-controller",
-                  "reportingController=deployment-controller"] {
+        for s in [
+            "regarding.kind=Deployment",
+            "involvedObject.name=web",
+            "source=deployment-controller",
+            "reportingController=deployment-controller",
+        ] {
             assert_eq!(FieldSelector::parse(s).unwrap().matches(&ev1, events_v1), Ok(true), "{s}");
         }
 
@@ -1170,10 +1175,16 @@ mod tests {
         assert_eq!(FieldSelector::parse("type=Opaque").unwrap().matches(&secret, secrets), Ok(true));
         let ns = find("", "v1", "namespaces").unwrap();
         let namespace = json!({"metadata": {"name": "kube-system"}, "status": {"phase": "Active"}});
-        assert_eq!(FieldSelector::parse("status.phase=Active,name=kube-system").unwrap().matches(&namespace, ns), Ok(true));
+        assert_eq!(
+            FieldSelector::parse("status.phase=Active,name=kube-system").unwrap().matches(&namespace, ns),
+            Ok(true)
+        );
         let svcs = find("", "v1", "services").unwrap();
         let svc = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.10"}});
-        assert_eq!(FieldSelector::parse("spec.type=NodePort,spec.clusterIP=10.96.0.10").unwrap().matches(&svc, svcs), Ok(true));
+        assert_eq!(
+            FieldSelector::parse("spec.type=NodePort,spec.clusterIP=10.96.0.10").unwrap().matches(&svc, svcs),
+            Ok(true)
+        );
         let cms = find("", "v1", "configmaps").unwrap();
         assert_eq!(
             FieldSelector::parse("data.x=1").unwrap().matches(&json!({}), cms).unwrap_err(),
