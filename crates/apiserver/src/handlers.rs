@@ -33,7 +33,6 @@ pub struct Ctx {
     pub server: Arc<ApiServer>,
     pub parts: Parts,
     pub params: Params,
-    pub user: UserInfo,
 }
 
 impl Ctx {
@@ -105,7 +104,7 @@ pub async fn handle(server: Arc<ApiServer>, req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
-    let ctx = Ctx { server, parts, params, user };
+    let ctx = Ctx { server, parts, params };
     match serve_resource(&ctx, &target, body).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),

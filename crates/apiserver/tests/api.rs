@@ -1,0 +1,365 @@
+//! Integration tests: the API server's router in process, over the memory store, driven with raw HTTP
+//! requests the way kubectl and kube-rs send them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use futures::StreamExt;
+use http::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+use skiff_apiserver::{ApiServer, Config, UserInfo};
+use skiff_registry::{Registry, RegistryConfig};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    shutdown: CancellationToken,
+}
+
+async fn api() -> Api {
+    let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
+    let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
+    let shutdown = CancellationToken::new();
+    let server = ApiServer::new(
+        Config { bookmark_interval: Duration::from_millis(200), ..Config::default() },
+        registry.clone(),
+        Arc::new(skiff_api::openapi::Schemas::load()),
+        Arc::new(skiff_api::protobuf::ProtobufDecoder::load().unwrap()),
+        shutdown.clone(),
+    );
+    skiff_apiserver::bootstrap::ensure_builtin_objects(
+        &registry,
+        &skiff_apiserver::bootstrap::Bootstrap { service_ip: "10.43.0.1".into(), endpoint_ip: "127.0.0.1".into(), port: 6443 },
+    )
+    .await
+    .unwrap();
+    let router = skiff_apiserver::with_identity(skiff_apiserver::router(server), UserInfo::new("tester", &["system:masters"]));
+    Api { router, shutdown }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+impl Api {
+    async fn send(&self, method: Method, path: &str, content_type: &str, accept: &str, body: Vec<u8>) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if !content_type.is_empty() {
+            req = req.header("content-type", content_type);
+        }
+        if !accept.is_empty() {
+            req = req.header("accept", accept);
+        }
+        let resp = self.router.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, "", "application/json", vec![]).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, "application/json", "application/json", body.to_string().into_bytes()).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, "application/json", "application/json", body.to_string().into_bytes()).await
+    }
+
+    async fn patch(&self, path: &str, kind: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, kind, "application/json", body.to_string().into_bytes()).await
+    }
+
+    async fn delete(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::DELETE, path, "application/json", "application/json", body.to_string().into_bytes()).await
+    }
+}
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}})
+}
+
+#[tokio::test]
+async fn create_get_update_delete_with_server_metadata() {
+    let api = api().await;
+    let created = api.post("/api/v1/namespaces/default/configmaps", cm("one")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let meta = &created.body["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert!(meta["uid"].as_str().unwrap().len() == 36);
+    assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    let rv1: u64 = meta["resourceVersion"].as_str().unwrap().parse().unwrap();
+
+    let dup = api.post("/api/v1/namespaces/default/configmaps", cm("one")).await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(dup.body["reason"], "AlreadyExists");
+    assert_eq!(dup.body["message"], "configmaps \"one\" already exists");
+
+    let mut changed = created.body.clone();
+    changed["data"]["a"] = json!("2");
+    let updated = api.put("/api/v1/namespaces/default/configmaps/one", changed.clone()).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    let rv2: u64 = updated.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(rv2 > rv1);
+    assert_eq!(updated.body["metadata"]["uid"], meta["uid"]);
+
+    // The stale resourceVersion is a conflict and changes nothing.
+    changed["data"]["a"] = json!("3");
+    let stale = api.put("/api/v1/namespaces/default/configmaps/one", changed).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(api.get("/api/v1/namespaces/default/configmaps/one").await.body["data"]["a"], "2");
+
+    let gone = api.delete("/api/v1/namespaces/default/configmaps/one", json!({"propagationPolicy": "Background"})).await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.body);
+    assert_eq!(gone.body["status"], "Success");
+    let missing = api.get("/api/v1/namespaces/default/configmaps/one").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["message"], "configmaps \"one\" not found");
+}
+
+#[tokio::test]
+async fn generate_name_generation_and_status_subresource() {
+    let api = api().await;
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"generateName": "web-"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+        "status": {"replicas": 99}});
+    let created = api.post("/apis/apps/v1/namespaces/default/deployments", d).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let name = created.body["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("web-") && name.len() == 9);
+    assert_eq!(created.body["metadata"]["generation"], 1);
+    assert!(created.body.get("status").is_none_or(|s| s.get("replicas").is_none()), "status is not settable on create");
+    assert_eq!(created.body["spec"]["replicas"], 1, "defaulted");
+    assert_eq!(created.body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
+
+    let labelled = api.patch(&path, "application/merge-patch+json", json!({"metadata": {"labels": {"x": "y"}}})).await;
+    assert_eq!(labelled.body["metadata"]["generation"], 1, "metadata changes keep the generation");
+    let scaled = api.patch(&path, "application/merge-patch+json", json!({"spec": {"replicas": 3}})).await;
+    assert_eq!(scaled.body["metadata"]["generation"], 2);
+
+    let status = api.patch(&format!("{path}/status"), "application/merge-patch+json", json!({"status": {"replicas": 3}, "spec": {"replicas": 7}})).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["status"]["replicas"], 3);
+    assert_eq!(status.body["spec"]["replicas"], 3, "the status subresource ignores spec");
+
+    let scale = api.get(&format!("{path}/scale")).await;
+    assert_eq!(scale.body["kind"], "Scale");
+    assert_eq!(scale.body["spec"]["replicas"], 3);
+    assert_eq!(scale.body["status"]["selector"], "app=web");
+    let rescaled = api.patch(&format!("{path}/scale"), "application/merge-patch+json", json!({"spec": {"replicas": 5}})).await;
+    assert_eq!(rescaled.body["spec"]["replicas"], 5);
+    assert_eq!(api.get(&path).await.body["spec"]["replicas"], 5);
+    let negative = api.patch(&format!("{path}/scale"), "application/merge-patch+json", json!({"spec": {"replicas": -1}})).await;
+    assert_eq!(negative.status.as_u16(), 422);
+}
+
+#[tokio::test]
+async fn validation_returns_every_field_error() {
+    let api = api().await;
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c"}, {"name": "c", "image": "x"}]}});
+    let r = api.post("/api/v1/namespaces/default/pods", bad).await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    assert_eq!(r.body["reason"], "Invalid");
+    let fields: Vec<&str> = r.body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"spec.containers[0].image"), "{fields:?}");
+    assert!(fields.contains(&"spec.containers[1].name"), "{fields:?}");
+    assert_eq!(api.get("/api/v1/namespaces/default/pods/p").await.status, StatusCode::NOT_FOUND);
+
+    let wrong_ns = api.post("/api/v1/namespaces/default/configmaps", json!({"metadata": {"name": "x", "namespace": "other"}})).await;
+    assert_eq!(wrong_ns.status, StatusCode::BAD_REQUEST);
+    let missing_ns = api.post("/api/v1/namespaces/nope/configmaps", cm("x")).await;
+    assert_eq!(missing_ns.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing_ns.body["message"], "namespaces \"nope\" not found");
+    let strict = api.send(Method::POST, "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", "",
+        json!({"metadata": {"name": "s"}, "dataa": {}}).to_string().into_bytes()).await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    assert_eq!(strict.body["message"], "strict decoding error: unknown field \"dataa\"");
+    let warn = api.send(Method::POST, "/api/v1/namespaces/default/configmaps?fieldValidation=Warn", "application/json", "",
+        json!({"metadata": {"name": "w"}, "dataa": {}}).to_string().into_bytes()).await;
+    assert_eq!(warn.status, StatusCode::CREATED);
+    assert!(warn.headers.get("warning").unwrap().to_str().unwrap().contains("unknown field \\\"dataa\\\""));
+    let huge = vec![b' '; 3 * 1024 * 1024 + 1];
+    let r = api.send(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", "", huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = api.send(Method::POST, "/api/v1/namespaces/default/configmaps", "application/json", "", b"{".to_vec()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["kind"], "Status");
+    let r = api.get("/apis/nope.example.com/v1/things").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let dry = api.send(Method::POST, "/api/v1/namespaces/default/configmaps?dryRun=All", "application/json", "", cm("dry").to_string().into_bytes()).await;
+    assert_eq!(dry.status, StatusCode::CREATED);
+    assert_eq!(api.get("/api/v1/namespaces/default/configmaps/dry").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn lists_paginate_and_filter() {
+    let api = api().await;
+    for i in 0..7 {
+        let mut c = cm(&format!("c{i}"));
+        c["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+        assert_eq!(api.post("/api/v1/namespaces/default/configmaps", c).await.status, StatusCode::CREATED);
+    }
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let path = format!("/api/v1/namespaces/default/configmaps?&limit=3&continue={token}");
+        let page = api.get(&path).await;
+        assert_eq!(page.body["kind"], "ConfigMapList");
+        assert!(page.body["metadata"]["resourceVersion"].as_str().is_some());
+        names.extend(page.body["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        token = page.body["metadata"]["continue"].as_str().unwrap_or("").to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    let odd = api.get("/api/v1/namespaces/default/configmaps?labelSelector=parity%3Dodd&limit=2").await;
+    assert_eq!(odd.body["items"].as_array().unwrap().len(), 2);
+    assert!(odd.body["metadata"]["continue"].as_str().is_some());
+    let by_name = api.get("/api/v1/configmaps?fieldSelector=metadata.name%3Dc4").await;
+    assert_eq!(by_name.body["items"].as_array().unwrap().len(), 1);
+    let bad = api.get("/api/v1/configmaps?fieldSelector=spec.nope%3Dx").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let bad = api.get("/api/v1/configmaps?labelSelector=a%20in%20(").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let table = api.send(Method::GET, "/api/v1/namespaces/default/configmaps?labelSelector=parity%3Deven", "",
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json", vec![]).await;
+    assert_eq!(table.body["kind"], "Table");
+    let cols: Vec<&str> = table.body["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cols, vec!["Name", "Data", "Age"]);
+    assert_eq!(table.body["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(table.body["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}
+
+#[tokio::test]
+async fn discovery_and_openapi_have_what_kubectl_needs() {
+    let api = api().await;
+    let agg = api.send(Method::GET, "/apis", "", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json", vec![]).await;
+    assert_eq!(agg.headers["content-type"], "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList");
+    assert_eq!(agg.body["kind"], "APIGroupDiscoveryList");
+    let etag = agg.headers["etag"].to_str().unwrap().to_string();
+    let mut req = Request::builder().uri("/apis").header("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList").header("if-none-match", &etag);
+    req = req.method(Method::GET);
+    let resp = api.router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    let legacy = api.get("/apis").await;
+    assert_eq!(legacy.body["kind"], "APIGroupList");
+    let core = api.get("/api/v1").await;
+    assert_eq!(core.body["kind"], "APIResourceList");
+
+    let index = api.get("/openapi/v3").await;
+    let url = index.body["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let doc = api.get(&url).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.headers["cache-control"].to_str().unwrap().contains("immutable"));
+    let patch_op = &doc.body["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(patch_op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+    let text = String::from_utf8(doc.raw).unwrap();
+    assert!(text.contains("fieldValidation"));
+    assert_eq!(api.get("/version").await.body["minor"], "33");
+}
+
+#[tokio::test]
+async fn protobuf_bodies_from_kubectl_are_decoded() {
+    let api = api().await;
+    // `kubectl create secret generic s --from-literal=a=b`, as captured.
+    let body = b"k8s\x00\n\x0c\n\x02v1\x12\x06Secret\x12\x1d\n\x11\n\x01s\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12\x06\n\x01a\x12\x01b\x1a\x00\x1a\x00\"\x00".to_vec();
+    let r = api.send(Method::POST, "/api/v1/namespaces/default/secrets?fieldManager=kubectl-create&fieldValidation=Strict",
+        "application/vnd.kubernetes.protobuf", "application/vnd.kubernetes.protobuf,application/json", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["data"]["a"], "Yg==");
+    assert_eq!(r.body["type"], "Opaque");
+    assert_eq!(r.headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn watch_streams_events_and_reports_selector_transitions() {
+    let api = api().await;
+    let first = api.post("/api/v1/namespaces/default/configmaps", cm("w1")).await;
+    let rv = first.body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let req = Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?&watch=true&resourceVersion={rv}&labelSelector=team%3Da&allowWatchBookmarks=true"))
+        .body(Body::empty()).unwrap();
+    let resp = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.into_body().into_data_stream();
+    let mut buf = String::new();
+    let mut next_event = async || -> Value {
+        loop {
+            if let Some(i) = buf.find('\n') {
+                let line: String = buf.drain(..=i).collect();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["type"] != "BOOKMARK" {
+                    return v;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("an event in time").unwrap().unwrap();
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    api.patch("/api/v1/namespaces/default/configmaps/w1", "application/merge-patch+json", json!({"metadata": {"labels": {"team": "a"}}})).await;
+    let e = next_event().await;
+    assert_eq!(e["type"], "ADDED", "starting to match is ADDED: {e}");
+    api.patch("/api/v1/namespaces/default/configmaps/w1", "application/merge-patch+json", json!({"data": {"b": "2"}})).await;
+    assert_eq!(next_event().await["type"], "MODIFIED");
+    api.patch("/api/v1/namespaces/default/configmaps/w1", "application/merge-patch+json", json!({"metadata": {"labels": {"team": "b"}}})).await;
+    assert_eq!(next_event().await["type"], "DELETED", "stopping to match is DELETED");
+    api.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn namespaces_terminate_and_refuse_new_content() {
+    let api = api().await;
+    api.post("/api/v1/namespaces", json!({"metadata": {"name": "temp"}})).await;
+    let mut held = cm("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    assert_eq!(api.post("/api/v1/namespaces/temp/configmaps", held).await.status, StatusCode::CREATED);
+    assert_eq!(api.post("/api/v1/namespaces/temp/configmaps", cm("free")).await.status, StatusCode::CREATED);
+    let del = api.delete("/api/v1/namespaces/temp", json!({})).await;
+    assert_eq!(del.status, StatusCode::ACCEPTED, "{}", del.body);
+    let ns = api.get("/api/v1/namespaces/temp").await;
+    assert_eq!(ns.body["status"]["phase"], "Terminating");
+    assert_eq!(api.get("/api/v1/namespaces/temp/configmaps/free").await.status, StatusCode::NOT_FOUND);
+    let refused = api.post("/api/v1/namespaces/temp/configmaps", cm("late")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body["message"].as_str().unwrap().contains("because it is being terminated"));
+    // Removing the finalizer completes the object's deletion, and deleting again finishes the namespace.
+    let released = api.patch("/api/v1/namespaces/temp/configmaps/held", "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(api.get("/api/v1/namespaces/temp/configmaps/held").await.status, StatusCode::NOT_FOUND);
+    api.delete("/api/v1/namespaces/temp", json!({})).await;
+    assert_eq!(api.get("/api/v1/namespaces/temp").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn services_get_addresses_from_their_ranges() {
+    let api = api().await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let r = api.post("/api/v1/namespaces/default/services", svc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let ip = r.body["spec"]["clusterIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.43.") && ip != "10.43.0.1");
+    let np = r.body["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&np));
+    assert_eq!(r.body["spec"]["ports"][0]["targetPort"], 80);
+    let taken = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash"},
+        "spec": {"clusterIP": "10.43.0.1", "ports": [{"port": 80}]}});
+    let r = api.post("/api/v1/namespaces/default/services", taken).await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("already allocated"));
+}
