@@ -16,6 +16,7 @@ use tower::ServiceExt;
 struct Api {
     router: axum::Router,
     shutdown: CancellationToken,
+    registry: Arc<Registry>,
 }
 
 async fn api() -> Api {
@@ -36,7 +37,7 @@ async fn api() -> Api {
     .await
     .unwrap();
     let router = skiff_apiserver::with_identity(skiff_apiserver::router(server), UserInfo::new("tester", &["system:masters"]));
-    Api { router, shutdown }
+    Api { router, shutdown, registry }
 }
 
 struct Reply {
@@ -362,4 +363,41 @@ async fn services_get_addresses_from_their_ranges() {
     let r = api.post("/api/v1/namespaces/default/services", taken).await;
     assert_eq!(r.status.as_u16(), 422, "{}", r.body);
     assert!(r.body["message"].as_str().unwrap().contains("already allocated"));
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_expired_and_bookmarks_come_when_asked() {
+    let api = api().await;
+    let old = api.post("/api/v1/namespaces/default/configmaps", cm("old")).await;
+    let old_rv: i64 = old.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    api.post("/api/v1/namespaces/default/configmaps", cm("newer")).await;
+    let current = api.registry.current_revision().await.unwrap();
+    api.registry.backend().compact(current).await.unwrap();
+
+    let resp = api.router.clone().oneshot(Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={old_rv}"))
+        .body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let event: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+
+    // With allowWatchBookmarks a quiet watch gets BOOKMARK events; timeoutSeconds ends the stream.
+    let resp = api.router.clone().oneshot(Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={current}&allowWatchBookmarks=true&timeoutSeconds=1"))
+        .body(Body::empty()).unwrap()).await.unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), axum::body::to_bytes(resp.into_body(), usize::MAX)).await
+        .expect("timeoutSeconds ends the watch").unwrap();
+    let lines: Vec<Value> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|e| e["type"] == "BOOKMARK"), "{lines:?}");
+    assert_eq!(lines[0]["object"]["kind"], "ConfigMap");
+
+    // Without it, none.
+    let resp = api.router.clone().oneshot(Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={current}&timeoutSeconds=1"))
+        .body(Body::empty()).unwrap()).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    assert!(body.is_empty(), "no unrequested bookmarks: {}", String::from_utf8_lossy(&body));
 }

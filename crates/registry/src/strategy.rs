@@ -13,7 +13,7 @@ pub fn tracks_generation(r: &ResourceInfo) -> bool {
             | ("autoscaling", _)
             | ("policy", "poddisruptionbudgets")
             | ("networking.k8s.io", "networkpolicies" | "ingresses")
-            | ("", "replicationcontrollers" | "services")
+            | ("", "replicationcontrollers")
     ) && r.storage_plural != "controllerrevisions"
 }
 
