@@ -74,7 +74,7 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Builds the server state; the OpenAPI and discovery documents are rendered once here.
+    /// Builds the server state: discovery documents are rendered here, OpenAPI documents on a thread.
     pub fn new(
         config: Config,
         registry: Arc<Registry>,
@@ -82,9 +82,15 @@ impl ApiServer {
         protobuf: Arc<ProtobufDecoder>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let openapi = openapi::Documents::render(&schemas);
+        let openapi = openapi::Documents::new(schemas.clone());
         let discovery = discovery::Documents::render(&config);
-        Arc::new(ApiServer { config, registry, schemas, protobuf, openapi, discovery, shutdown })
+        let server = Arc::new(ApiServer { config, registry, schemas, protobuf, openapi, discovery, shutdown });
+        let warm = server.clone();
+        std::thread::Builder::new()
+            .name("openapi-render".into())
+            .spawn(move || warm.openapi.warm())
+            .expect("threads start");
+        server
     }
 }
 

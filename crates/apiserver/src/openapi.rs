@@ -1,15 +1,24 @@
 //! Serving OpenAPI: the v3 index and per-group-version documents (immutable under their hash, so
-//! kubectl caches them) and the v2 document as JSON, all rendered once at start.
+//! kubectl caches them) and the v2 document as JSON, each rendered once.
+
+use std::sync::{Arc, OnceLock};
 
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use http::{HeaderValue, StatusCode, header};
 use skiff_api::ApiError;
 use skiff_api::openapi::Schemas;
 
 use crate::error_response;
 
-/// Rendered OpenAPI documents.
+/// The OpenAPI documents, rendered on first use (or by a warm-up thread right after start), so that
+/// rendering a few megabytes of JSON does not delay readiness.
 pub struct Documents {
+    schemas: Arc<Schemas>,
+    rendered: OnceLock<Rendered>,
+}
+
+struct Rendered {
     index: Vec<u8>,
     /// (`api/v1` or `apis/apps/v1`, hash, body)
     group_versions: Vec<(String, String, Vec<u8>)>,
@@ -17,27 +26,42 @@ pub struct Documents {
 }
 
 impl Documents {
-    pub fn render(schemas: &Schemas) -> Documents {
-        let mut group_versions = Vec::new();
-        for (group, versions) in skiff_api::resources::groups() {
-            for version in versions {
-                if let Some((doc, hash)) = schemas.group_version_doc(group, version) {
-                    let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
-                    group_versions.push((path, hash, serde_json::to_vec(&doc).expect("json values serialize")));
+    pub fn new(schemas: Arc<Schemas>) -> Documents {
+        Documents { schemas, rendered: OnceLock::new() }
+    }
+
+    /// Renders every document once; later calls return the same.
+    fn rendered(&self) -> &Rendered {
+        self.rendered.get_or_init(|| {
+            let mut group_versions = Vec::new();
+            let mut paths = serde_json::Map::new();
+            for (group, versions) in skiff_api::resources::groups() {
+                for version in versions {
+                    if let Some((doc, hash)) = self.schemas.group_version_doc(group, version) {
+                        let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+                        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+                        group_versions.push((path, hash, serde_json::to_vec(&doc).expect("json values serialize")));
+                    }
                 }
             }
-        }
-        Documents {
-            index: serde_json::to_vec(&schemas.index()).expect("json values serialize"),
-            group_versions,
-            v2: serde_json::to_vec(&schemas.swagger_v2()).expect("json values serialize"),
-        }
+            Rendered {
+                index: serde_json::to_vec(&json!({"paths": paths})).expect("json values serialize"),
+                group_versions,
+                v2: serde_json::to_vec(&self.schemas.swagger_v2()).expect("json values serialize"),
+            }
+        })
+    }
+
+    /// Renders the documents now (called from a thread at start).
+    pub fn warm(&self) {
+        self.rendered();
     }
 
     /// Answers `/openapi/v3`, `/openapi/v3/<gv path>` and `/openapi/v2`.
     pub fn serve(&self, path: &str, query: Option<&str>, accept: &str) -> Response {
+        let docs = self.rendered();
         if path == "/openapi/v3" || path == "/openapi/v3/" {
-            return json_bytes(self.index.clone(), "no-cache");
+            return json_bytes(docs.index.clone(), "no-cache");
         }
         if path == "/openapi/v2" {
             if accept.contains("protobuf") && !accept.contains("json") && !accept.contains("*/*") {
@@ -45,12 +69,12 @@ impl Documents {
                     "only application/json is served for /openapi/v2; use /openapi/v3",
                 ));
             }
-            return json_bytes(self.v2.clone(), "no-cache");
+            return json_bytes(docs.v2.clone(), "no-cache");
         }
         let Some(gv) = path.strip_prefix("/openapi/v3/") else {
             return error_response(&ApiError::no_route());
         };
-        let Some((_, hash, body)) = self.group_versions.iter().find(|(p, _, _)| p == gv) else {
+        let Some((_, hash, body)) = docs.group_versions.iter().find(|(p, _, _)| p == gv) else {
             return error_response(&ApiError::no_route());
         };
         let asked = query.and_then(|q| {
