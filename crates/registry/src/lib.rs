@@ -282,12 +282,7 @@ impl Registry {
         mut obj: Value,
         opts: WriteOptions,
     ) -> Result<Value, ApiError> {
-        if !obj.is_object() {
-            return Err(ApiError::bad_request("the object must be a JSON object"));
-        }
-        if !obj["metadata"].is_object() {
-            obj["metadata"] = json!({});
-        }
+        ensure_metadata(&mut obj)?;
         let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
         for f in SERVER_FIELDS {
             meta.remove(*f);
@@ -376,12 +371,7 @@ impl Registry {
         status: bool,
         opts: WriteOptions,
     ) -> Result<Value, ApiError> {
-        if !new.is_object() {
-            return Err(ApiError::bad_request("the object must be a JSON object"));
-        }
-        if !new["metadata"].is_object() {
-            new["metadata"] = json!({});
-        }
+        ensure_metadata(&mut new)?;
         let old_rv = old["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
         if let Some(rv) = new["metadata"].get("resourceVersion").and_then(Value::as_str)
             && !rv.is_empty()
@@ -831,6 +821,17 @@ fn storage_resource(r: &ResourceInfo) -> &'static ResourceInfo {
     }
     let (g, v) = resources::split_api_version(gv);
     resources::find(g, v, r.storage_plural).expect("storage version is served")
+}
+
+/// Checks that a request object is a JSON object and gives it a `metadata` object if it has none.
+fn ensure_metadata(obj: &mut Value) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the object must be a JSON object"));
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    Ok(())
 }
 
 fn rev_of(obj: &Value) -> Revision {

@@ -114,20 +114,18 @@ impl Server {
     /// Runs kubectl and asserts success; returns stdout.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.expect_success(args, None)
     }
 
     /// Runs kubectl with stdin and asserts success; returns stdout.
     #[track_caller]
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_with(KUBECTL, args, Some(stdin));
+        self.expect_success(args, Some(stdin))
+    }
+
+    #[track_caller]
+    fn expect_success(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_with(KUBECTL, args, stdin);
         assert!(
             out.status.success(),
             "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
@@ -140,15 +138,18 @@ impl Server {
     /// Runs kubectl, asserts failure, returns stderr.
     #[track_caller]
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed but printed: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8(out.stderr).unwrap()
+        self.expect_failure(args, None)
     }
 
     /// Runs kubectl with stdin, asserts failure, returns stderr.
     #[track_caller]
     pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_with(KUBECTL, args, Some(stdin));
+        self.expect_failure(args, Some(stdin))
+    }
+
+    #[track_caller]
+    fn expect_failure(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_with(KUBECTL, args, stdin);
         assert!(!out.status.success(), "kubectl {args:?} should have failed but printed: {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8(out.stderr).unwrap()
     }
