@@ -105,7 +105,6 @@ pub fn validate_update(resource: &ResourceInfo, new: &Value, old: &Value) -> Vec
         ("", "PersistentVolumeClaim") => core::persistent_volume_claim_update(new, old, e),
         ("", "PersistentVolume") => core::persistent_volume_update(new, old, e),
         ("", "Node") => core::node_update(new, old, e),
-        ("", "ReplicationController") => {}
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => apps::selector_immutable(new, old, e),
         ("apps", "StatefulSet") => apps::stateful_set_update(new, old, e),
         ("apps", "ControllerRevision") => apps::controller_revision_update(new, old, e),

@@ -153,17 +153,16 @@ pub fn pod_spec(spec: &Value, p: &Path, e: &mut Errs) {
     init_containers(list(spec, "initContainers"), &regular, &volumes, &p.child("initContainers"), e);
     containers(list(spec, "containers"), &volumes, &p.child("containers"), e);
     if bool_at(spec, "hostNetwork") {
-        for kind in ["containers", "initContainers"] {
-            for (ci, c) in list(spec, kind).iter().enumerate() {
-                for (pi, port) in list(c, "ports").iter().enumerate() {
-                    let (hp, cp) = (int_at(port, "hostPort"), int_at(port, "containerPort"));
-                    if hp != 0 && hp != cp {
-                        e.push(FieldError::invalid(
-                            p.child(kind).index(ci).child("ports").index(pi).child("hostPort"),
-                            &Value::from(hp),
-                            "must match `containerPort` when `hostNetwork` is true",
-                        ));
-                    }
+        // Templates may leave hostPort 0 (Pods get it defaulted to containerPort).
+        for (ci, c) in list(spec, "containers").iter().enumerate() {
+            for (pi, port) in list(c, "ports").iter().enumerate() {
+                let (hp, cp) = (int_at(port, "hostPort"), int_at(port, "containerPort"));
+                if hp != 0 && hp != cp {
+                    e.push(FieldError::invalid(
+                        p.child("containers").index(ci).child("ports").index(pi).child("hostPort"),
+                        &Value::from(hp),
+                        "must match `containerPort` when `hostNetwork` is true",
+                    ));
                 }
             }
         }

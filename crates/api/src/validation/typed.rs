@@ -316,6 +316,16 @@ mod tests {
     }
 
     #[test]
+    fn every_served_kind_has_a_type() {
+        for r in crate::resources::RESOURCES {
+            let errs = check(r, &json!({"metadata": 5}));
+            assert_eq!(errs.len(), 1, "{}/{} {}", r.group, r.version, r.kind);
+            assert_eq!(errs[0].field, "metadata");
+            assert_eq!(errs[0].reason, "FieldValueTypeInvalid");
+        }
+    }
+
+    #[test]
     fn nulls_and_quantities_are_fine() {
         let p = json!({"metadata": {"name": "p", "creationTimestamp": null}, "spec": {"containers": [
             {"name": "c", "image": "i", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}});
