@@ -32,6 +32,11 @@ pub async fn ensure_builtin_objects(registry: &Registry, b: &Bootstrap) -> Resul
             "spec": {"type": "ClusterIP", "clusterIP": b.service_ip, "sessionAffinity": "None",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": b.port}]}}))
         .await?;
+    // Endpoints may not point at loopback addresses; a server reachable only on loopback has none.
+    if b.endpoint_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        tracing::info!(ip = %b.endpoint_ip, "no endpoints for the kubernetes Service: the node IP is a loopback address");
+        return Ok(());
+    }
     let endpoints = find("", "v1", "endpoints").expect("served");
     registry
         .ensure(endpoints, Some("default"), json!({"apiVersion": "v1", "kind": "Endpoints",

@@ -321,6 +321,7 @@ impl Registry {
         {
             self.check_namespace(ns).await?;
         }
+        strategy::normalize(r, &mut obj);
         skiff_api::defaults::apply_defaults(r, &mut obj);
         strategy::prepare_for_create(r, &mut obj);
         let mut errors = skiff_api::validation::validate(r, &obj);
@@ -417,6 +418,7 @@ impl Registry {
         }
         if !status {
             let r_storage = storage_resource(r);
+            strategy::normalize(r_storage, &mut new);
             skiff_api::defaults::apply_defaults(r_storage, &mut new);
             strategy::prepare_for_update(r_storage, &mut new, &old_stored);
         }

@@ -32,6 +32,24 @@ fn spec_part(obj: &Value) -> Map<String, Value> {
     m
 }
 
+/// Rewrites write-only input fields into their stored form, as upstream's conversion does: a Secret's
+/// `stringData` is base64-encoded into `data` (overriding keys of the same name) and dropped.
+pub fn normalize(r: &ResourceInfo, obj: &mut Value) {
+    if r.storage_group.is_empty() && r.storage_plural == "secrets"
+        && let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+        && let Value::Object(entries) = string_data
+    {
+        use base64::Engine as _;
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in entries {
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
+        }
+    }
+}
+
 /// Prepares a new object before validation: resets status where the status subresource owns it and
 /// sets what each kind starts with.
 pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value) {
@@ -187,6 +205,14 @@ mod tests {
         assert_eq!(new["metadata"]["labels"]["a"], "1");
         assert_eq!(new["status"]["replicas"], 1);
         assert_eq!(new["metadata"]["resourceVersion"], "7");
+    }
+
+    #[test]
+    fn secret_string_data_moves_into_data() {
+        let r = find("", "v1", "secrets").unwrap();
+        let mut s = json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "hunter2"}});
+        normalize(r, &mut s);
+        assert_eq!(s, json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "aHVudGVyMg=="}}));
     }
 
     #[test]
