@@ -220,6 +220,49 @@ impl Drop for Server {
     }
 }
 
+/// An `etcd` (Debian's etcd-server) on free loopback ports in its own folder, killed when dropped.
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        assert!(
+            Command::new("etcd").arg("--version").output().is_ok_and(|o| o.status.success()),
+            "the etcd e2e test needs etcd on PATH: apt-get install etcd-server (scripts/test.sh does)"
+        );
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-etcd-").tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let child = Command::new("etcd")
+            .arg("--data-dir").arg(dir.path().join("data"))
+            .arg("--listen-client-urls").arg(&endpoint)
+            .arg("--advertise-client-urls").arg(&endpoint)
+            .arg("--listen-peer-urls").arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-advertise-peer-urls").arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-cluster").arg(format!("default=http://127.0.0.1:{peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        let etcd = Etcd { child, _dir: dir, endpoint };
+        eventually("etcd to answer", Duration::from_secs(30), || {
+            Command::new("curl").args(["-sf", &format!("{}/health", etcd.endpoint)]).output().ok()
+                .filter(|o| o.status.success()).map(|_| ())
+        });
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Polls `check` until it returns Some or the deadline passes.
 #[track_caller]
 pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
