@@ -104,8 +104,10 @@ pub async fn serve(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
                         }
                     };
                     last_rev = ev.revision;
-                    if let Some((kind, obj)) = filtered(&filter, ev) {
-                        if !send(json!({"type": kind.as_str(), "object": render(obj)})).await { return; }
+                    if let Some((kind, obj)) = filtered(&filter, ev)
+                        && !send(json!({"type": kind.as_str(), "object": render(obj)})).await
+                    {
+                        return;
                     }
                 }
             }

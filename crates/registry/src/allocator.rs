@@ -18,7 +18,7 @@ impl std::str::FromStr for Ipv4Cidr {
         let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (expected a.b.c.d/n)"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let prefix: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if prefix > 30 || prefix < 8 {
+        if !(8..=30).contains(&prefix) {
             return Err(format!("{s:?}: prefix length must be between 8 and 30"));
         }
         let mask = u32::MAX << (32 - prefix);

@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (API server and its store) and, later, a local node.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Join a node to a server (not available yet: it comes with the node agent).
     Agent {
         #[arg(long)]
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(server::run(args))
+            runtime.block_on(server::run(*args))
         }
         Command::Agent { .. } => {
             anyhow::bail!("`skiff agent` is not available yet: the node agent has not been built")

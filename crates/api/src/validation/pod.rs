@@ -172,6 +172,9 @@ pub fn pod_spec(spec: &Value, p: &Path, e: &mut Errs) {
     one_of(dns_policy, &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"], &p.child("dnsPolicy"), e);
     meta::labels(spec.get("nodeSelector"), &p.child("nodeSelector"), e);
     pod_security_context(spec, p, e);
+    if let Some(a) = get(spec, "affinity") {
+        affinity(a, &p.child("affinity"), e);
+    }
     dns_config(get(spec, "dnsConfig"), dns_policy, &p.child("dnsConfig"), e);
     for (i, g) in list(spec, "readinessGates").iter().enumerate() {
         qualified_name(str_at(g, "conditionType"), &p.child("readinessGates").index(i).child("conditionType"), e);
@@ -1185,6 +1188,102 @@ fn dns_config(cfg: Option<&Value>, policy: &str, p: &Path, e: &mut Errs) {
     for (i, o) in list(cfg, "options").iter().enumerate() {
         if str_at(o, "name").is_empty() {
             e.push(FieldError::required_msg(p.child("options").index(i), "Option.Name must not be empty"));
+        }
+    }
+}
+
+fn node_selector_requirement(rq: &Value, fields: bool, p: &Path, e: &mut Errs) {
+    let values = list(rq, "values");
+    let op = str_at(rq, "operator");
+    if fields {
+        // matchFields: only `metadata.name` with In/NotIn and exactly one value.
+        if !matches!(op, "In" | "NotIn") {
+            e.push(FieldError::invalid(p.child("operator"), &Value::from(op), "not a valid selector operator"));
+        } else if values.len() != 1 {
+            e.push(FieldError::required_msg(p.child("values"), "must be only one value when `operator` is 'In' or 'NotIn' for node field selector"));
+        }
+        let key = str_at(rq, "key");
+        if key != "metadata.name" {
+            e.push(FieldError::invalid(p.child("key"), &Value::from(key), "not a valid field selector key"));
+        }
+        return;
+    }
+    match op {
+        "In" | "NotIn" if values.is_empty() => {
+            e.push(FieldError::required_msg(p.child("values"), "must be specified when `operator` is 'In' or 'NotIn'"));
+        }
+        "Exists" | "DoesNotExist" if !values.is_empty() => {
+            e.push(FieldError::forbidden(p.child("values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"));
+        }
+        "Gt" | "Lt" if values.len() != 1 => {
+            e.push(FieldError::required_msg(p.child("values"), "must be specified single value when `operator` is 'Lt' or 'Gt'"));
+        }
+        "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
+        other => e.push(FieldError::invalid(p.child("operator"), &Value::from(other), "not a valid selector operator")),
+    }
+    qualified_name(str_at(rq, "key"), &p.child("key"), e);
+}
+
+fn node_selector_term(term: &Value, p: &Path, e: &mut Errs) {
+    for (j, rq) in list(term, "matchExpressions").iter().enumerate() {
+        node_selector_requirement(rq, false, &p.child("matchExpressions").index(j), e);
+    }
+    for (j, rq) in list(term, "matchFields").iter().enumerate() {
+        node_selector_requirement(rq, true, &p.child("matchFields").index(j), e);
+    }
+}
+
+fn weight(v: &Value, p: &Path, e: &mut Errs) {
+    let w = int_at(v, "weight");
+    if !(1..=100).contains(&w) {
+        e.push(FieldError::invalid(p.child("weight"), &Value::from(w), "must be in the range 1-100"));
+    }
+}
+
+fn pod_affinity_term(term: &Value, p: &Path, e: &mut Errs) {
+    meta::label_selector(get(term, "labelSelector"), &p.child("labelSelector"), e);
+    meta::label_selector(get(term, "namespaceSelector"), &p.child("namespaceSelector"), e);
+    for (i, ns) in list(term, "namespaces").iter().enumerate() {
+        dns_label(ns.as_str().unwrap_or(""), &p.child("namespaces").index(i), e);
+    }
+    let key = str_at(term, "topologyKey");
+    if key.is_empty() {
+        e.push(FieldError::required_msg(p.child("topologyKey"), "can not be empty"));
+    } else {
+        qualified_name(key, &p.child("topologyKey"), e);
+    }
+}
+
+/// `validateAffinity`: node selector terms and requirements, pod (anti-)affinity terms and weights.
+fn affinity(a: &Value, p: &Path, e: &mut Errs) {
+    if let Some(na) = get(a, "nodeAffinity") {
+        let np = p.child("nodeAffinity");
+        if let Some(req) = get(na, "requiredDuringSchedulingIgnoredDuringExecution") {
+            let tp = np.child("requiredDuringSchedulingIgnoredDuringExecution").child("nodeSelectorTerms");
+            let terms = list(req, "nodeSelectorTerms");
+            if terms.is_empty() {
+                e.push(FieldError::required_msg(&tp, "must have at least one node selector term"));
+            }
+            for (i, term) in terms.iter().enumerate() {
+                node_selector_term(term, &tp.index(i), e);
+            }
+        }
+        for (i, pref) in list(na, "preferredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
+            let pp = np.child("preferredDuringSchedulingIgnoredDuringExecution").index(i);
+            weight(pref, &pp, e);
+            node_selector_term(&pref["preference"], &pp.child("preference"), e);
+        }
+    }
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let Some(pa) = get(a, kind) else { continue };
+        let kp = p.child(kind);
+        for (i, term) in list(pa, "requiredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
+            pod_affinity_term(term, &kp.child("requiredDuringSchedulingIgnoredDuringExecution").index(i), e);
+        }
+        for (i, pref) in list(pa, "preferredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
+            let pp = kp.child("preferredDuringSchedulingIgnoredDuringExecution").index(i);
+            weight(pref, &pp, e);
+            pod_affinity_term(&pref["podAffinityTerm"], &pp.child("podAffinityTerm"), e);
         }
     }
 }

@@ -408,6 +408,29 @@ fn pod_rules_more() {
 }
 
 #[test]
+fn affinity_rules() {
+    let errs = check(
+        "",
+        "v1",
+        "pods",
+        json!({"metadata": md("p"), "spec": {"containers": [{"name": "c", "image": "i"}], "affinity": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "Equals", "values": ["a"]}, {"key": "disk", "operator": "In"}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "preference": {}}]},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "p"}}}]}}}}),
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: Invalid value: \"Equals\": not a valid selector operator",
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[1].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+            "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: Invalid value: 0: must be in the range 1-100",
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value: can not be empty",
+        ]
+    );
+}
+
+#[test]
 fn metadata_rules() {
     let errs = check("", "v1", "configmaps", json!({"metadata": {"name": "Bad_Name", "namespace": "default"}}));
     assert_eq!(
