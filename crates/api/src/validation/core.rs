@@ -133,6 +133,8 @@ pub fn service(obj: &Value, e: &mut Errs) {
         let ip = ip.as_str().unwrap_or("");
         if !format::is_ip(ip) {
             e.push(FieldError::invalid(p.child("externalIPs").index(i), &Value::from(ip), IP_MSG));
+        } else {
+            non_special_ip(ip, &p.child("externalIPs").index(i), e);
         }
     }
     one_of(ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"], &p.child("type"), e);
@@ -290,6 +292,28 @@ pub fn service_update(new: &Value, old: &Value, e: &mut Errs) {
 // ---------------------------------------------------------------------------------------------------
 // Endpoints
 
+/// `ValidateNonSpecialIP`: unspecified, loopback and link-local addresses make no sense as endpoints.
+pub(super) fn non_special_ip(ip: &str, p: &Path, e: &mut Errs) {
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else { return };
+    let (link_local_unicast, link_local_multicast) = match addr {
+        std::net::IpAddr::V4(v4) => (v4.is_link_local(), v4.octets()[..3] == [224, 0, 0]),
+        std::net::IpAddr::V6(v6) => ((v6.segments()[0] & 0xffc0) == 0xfe80, (v6.segments()[0] & 0xff0f) == 0xff02),
+    };
+    let mut push = |m: String| e.push(FieldError::invalid(p, &Value::from(ip), &m));
+    if addr.is_unspecified() {
+        push(format!("may not be unspecified ({ip})"));
+    }
+    if addr.is_loopback() {
+        push("may not be in the loopback range (127.0.0.0/8, ::1/128)".into());
+    }
+    if link_local_unicast {
+        push("may not be in the link-local range (169.254.0.0/16, fe80::/10)".into());
+    }
+    if link_local_multicast {
+        push("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)".into());
+    }
+}
+
 pub fn endpoints(obj: &Value, e: &mut Errs) {
     let p = Path::new("subsets");
     for (i, ss) in list(obj, "subsets").iter().enumerate() {
@@ -301,11 +325,10 @@ pub fn endpoints(obj: &Value, e: &mut Errs) {
             for (j, a) in list(ss, kind).iter().enumerate() {
                 let ap = sp.child(kind).index(j);
                 let ip = str_at(a, "ip");
-                // Upstream also rejects loopback and link-local addresses here; Skiff's own `kubernetes`
-                // Endpoints point at a loopback address on single-host and test setups, so only the
-                // address format is checked.
                 if !format::is_ip(ip) {
                     e.push(FieldError::invalid(ap.child("ip"), &Value::from(ip), IP_MSG));
+                } else {
+                    non_special_ip(ip, &ap.child("ip"), e);
                 }
                 let hostname = str_at(a, "hostname");
                 if !hostname.is_empty() {

@@ -42,6 +42,7 @@ pub fn endpoint_slice(obj: &Value, e: &mut Errs) {
             match address_type {
                 "IPv4" if !format::is_ipv4(a) => e.push(FieldError::invalid(jp, &Value::from(a), "must be a valid IPv4 address")),
                 "IPv6" if !format::is_ipv6(a) => e.push(FieldError::invalid(jp, &Value::from(a), "must be a valid IPv6 address")),
+                "IPv4" | "IPv6" => super::core::non_special_ip(a, &jp, e),
                 "FQDN" => {
                     let trimmed = a.strip_suffix('.').unwrap_or(a);
                     if a.is_empty() {

@@ -657,6 +657,17 @@ fn other_group_rules() {
         vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
     );
     assert_eq!(
+        check("", "v1", "endpoints", json!({"metadata": md("e"), "subsets": [{"addresses": [{"ip": "127.0.0.1"}, {"ip": "10.1.2"}]}]})),
+        vec![
+            "subsets[0].addresses[0].ip: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            "subsets[0].addresses[1].ip: Invalid value: \"10.1.2\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ]
+    );
+    assert_eq!(
+        check("discovery.k8s.io", "v1", "endpointslices", json!({"metadata": md("s"), "addressType": "IPv4", "endpoints": [{"addresses": ["169.254.1.1"]}]})),
+        vec!["endpoints[0].addresses[0]: Invalid value: \"169.254.1.1\": may not be in the link-local range (169.254.0.0/16, fe80::/10)"]
+    );
+    assert_eq!(
         check("coordination.k8s.io", "v1", "leases", json!({"metadata": md("l"), "spec": {"leaseDurationSeconds": 0}})),
         vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"]
     );
