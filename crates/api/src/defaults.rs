@@ -17,6 +17,10 @@ const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// Applies the defaults of `resource`'s kind to `obj` in place.
 pub fn apply_defaults(resource: &ResourceInfo, obj: &mut Value) {
+    // Upstream defaults only what decoded: a mistyped object is left as sent for validation to report.
+    if !crate::validation::typed::check(resource, obj).is_empty() {
+        return;
+    }
     let Some(o) = obj.as_object_mut() else { return };
     match (resource.group, resource.version, resource.kind) {
         ("", _, "Pod") => pod(o),
@@ -107,7 +111,7 @@ fn obj_mut<'a>(o: &'a mut Obj, key: &str) -> Option<&'a mut Obj> {
 fn ensure_obj<'a>(o: &'a mut Obj, key: &str) -> &'a mut Obj {
     let slot = o.entry(key).or_insert_with(|| Value::Object(Obj::new()));
     if !slot.is_object() {
-        // `null` reads as unset; any other type was rejected by validation's typed check.
+        // `null` reads as unset; other types never get here (mistyped objects are not defaulted).
         *slot = Value::Object(Obj::new());
     }
     slot.as_object_mut().expect("just made an object")
@@ -705,6 +709,15 @@ mod tests {
         assert_eq!(spec["volumes"][1]["configMap"]["defaultMode"], 420);
         assert_eq!(spec["volumes"][2]["secret"]["defaultMode"], 256, "explicit modes are kept");
         assert!(spec.get("priority").is_none());
+    }
+
+    #[test]
+    fn mistyped_objects_are_left_for_validation() {
+        let sent = json!({"metadata": {"name": "d"}, "spec": {"template": [], "replicas": "2"}});
+        let out = defaulted("apps", "v1", "deployments", sent.clone());
+        assert_eq!(out, sent);
+        let r = find("apps", "v1", "deployments").unwrap();
+        assert_eq!(crate::validation::validate(r, &out).len(), 1);
     }
 
     #[test]

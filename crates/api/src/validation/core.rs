@@ -202,6 +202,9 @@ pub fn service(obj: &Value, e: &mut Errs) {
         }
         _ => {}
     }
+    if get(spec, "loadBalancerClass").is_some() && ty != "LoadBalancer" {
+        e.push(FieldError::forbidden(p.child("loadBalancerClass"), "may only be used when `type` is 'LoadBalancer'"));
+    }
     if let Some(td) = opt_str(spec, "trafficDistribution")
         && td != "PreferClose"
     {

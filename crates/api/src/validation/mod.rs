@@ -16,7 +16,7 @@ mod misc;
 mod networking;
 mod pod;
 pub mod quantity;
-mod typed;
+pub(crate) mod typed;
 
 #[cfg(test)]
 mod tests;
