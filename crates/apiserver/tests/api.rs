@@ -401,3 +401,28 @@ async fn watch_from_a_compacted_revision_is_expired_and_bookmarks_come_when_aske
     let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     assert!(body.is_empty(), "no unrequested bookmarks: {}", String::from_utf8_lossy(&body));
 }
+
+#[tokio::test]
+async fn jobs_get_a_generated_selector_and_services_can_become_external_names() {
+    let api = api().await;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+    let r = api.post("/apis/batch/v1/namespaces/default/jobs", job).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let uid = r.body["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(r.body["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid);
+    assert_eq!(r.body["spec"]["template"]["metadata"]["labels"]["job-name"], "once");
+
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+        "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}});
+    let created = api.post("/api/v1/namespaces/default/services", svc).await;
+    assert!(created.body["spec"]["clusterIP"].as_str().unwrap().starts_with("10.43."));
+    let mut changed = created.body.clone();
+    changed["spec"]["type"] = json!("ExternalName");
+    changed["spec"]["externalName"] = json!("example.com");
+    changed["spec"]["selector"] = Value::Null;
+    changed["spec"]["ports"] = json!([]);
+    let updated = api.put("/api/v1/namespaces/default/services/ext", changed).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert!(updated.body["spec"].get("clusterIP").is_none());
+}

@@ -197,3 +197,54 @@ pub async fn list_pods(api: &Api, accept: Option<&str>, times: usize) -> anyhow:
         .context("the list has neither items nor rows")?;
     Ok((samples, last.len(), count))
 }
+
+/// The parts of a list page the paginated LIST needs; the items are skipped, only counted.
+#[derive(serde::Deserialize)]
+struct Page {
+    metadata: PageMeta,
+    items: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct PageMeta {
+    #[serde(rename = "continue", default)]
+    continue_token: String,
+}
+
+/// Percent-encodes a query value (everything but the unreserved characters).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// LISTs the benchmark namespace's pods `times` times in pages of `limit` (`limit` and `continue`, as
+/// client-go and kubectl do); returns the milliseconds per whole LIST, the pages and the items of the last.
+pub async fn list_pods_paged(api: &Api, limit: usize, times: usize) -> anyhow::Result<(Vec<f64>, usize, usize)> {
+    let base = format!("/api/v1/namespaces/{NAMESPACE}/pods?limit={limit}");
+    let mut conn = api.conn().await?;
+    let mut samples = Vec::with_capacity(times);
+    let (mut pages, mut count) = (0, 0);
+    for _ in 0..times {
+        (pages, count) = (0, 0);
+        let started = Instant::now();
+        let mut token = String::new();
+        loop {
+            let path = if token.is_empty() { base.clone() } else { format!("{base}&continue={}", query_escape(&token)) };
+            let body = conn.expect(Method::GET, &path, None, None, StatusCode::OK).await?;
+            let page: Page = serde_json::from_slice(&body).context("failed to parse a pod list page")?;
+            pages += 1;
+            count += page.items.len();
+            if page.metadata.continue_token.is_empty() {
+                break;
+            }
+            token = page.metadata.continue_token;
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((samples, pages, count))
+}

@@ -324,6 +324,9 @@ impl Registry {
         strategy::normalize(r, &mut obj);
         skiff_api::defaults::apply_defaults(r, &mut obj);
         strategy::prepare_for_create(r, &mut obj);
+        if r.storage_group == "batch" && r.storage_plural == "jobs" {
+            skiff_api::defaults::generate_job_selector(&mut obj);
+        }
         let mut errors = skiff_api::validation::validate(r, &obj);
         let _guard = if r.storage_group.is_empty() && r.storage_plural == "services" && errors.is_empty() {
             let guard = self.service_lock.lock().await;
@@ -418,6 +421,7 @@ impl Registry {
         }
         if !status {
             let r_storage = storage_resource(r);
+            strategy::drop_type_dependent_fields(r_storage, &mut new, &old_stored);
             strategy::normalize(r_storage, &mut new);
             skiff_api::defaults::apply_defaults(r_storage, &mut new);
             strategy::prepare_for_update(r_storage, &mut new, &old_stored);

@@ -50,6 +50,23 @@ pub fn normalize(r: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+/// A Service that becomes ExternalName gives up the cluster addresses it had (upstream's
+/// `dropTypeDependentFields`), unless the client set different ones itself.
+pub fn drop_type_dependent_fields(r: &ResourceInfo, new: &mut Value, old: &Value) {
+    if !(r.storage_group.is_empty() && r.storage_plural == "services") {
+        return;
+    }
+    let becomes_external = new["spec"]["type"] == "ExternalName" && old["spec"]["type"] != "ExternalName";
+    if becomes_external
+        && new["spec"]["clusterIP"] == old["spec"]["clusterIP"]
+        && let Some(spec) = new["spec"].as_object_mut()
+    {
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            spec.remove(f);
+        }
+    }
+}
+
 /// Prepares a new object before validation: resets status where the status subresource owns it and
 /// sets what each kind starts with.
 pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value) {
