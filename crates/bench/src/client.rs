@@ -28,7 +28,9 @@ pub fn tls_config(tls_dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&read("ca.crt")?) {
-        roots.add(cert.context("failed to parse ca.crt")?).context("failed to add the cluster CA")?;
+        roots
+            .add(cert.context("failed to parse ca.crt")?)
+            .context("failed to add the cluster CA")?;
     }
     if roots.is_empty() {
         bail!("ca.crt holds no certificate yet");
@@ -39,7 +41,8 @@ pub fn tls_config(tls_dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     if chain.is_empty() {
         bail!("client-admin.crt holds no certificate yet");
     }
-    let key = PrivateKeyDer::from_pem_slice(&read("client-admin.key")?).context("failed to parse client-admin.key")?;
+    let key = PrivateKeyDer::from_pem_slice(&read("client-admin.key")?)
+        .context("failed to parse client-admin.key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -71,19 +74,29 @@ pub enum ConnectError {
 impl Conn {
     pub async fn connect(port: u16, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<Conn> {
         Self::try_connect(port, tls).await.map_err(|e| match e {
-            ConnectError::Refused(e) => anyhow::Error::new(e).context(format!("failed to connect to 127.0.0.1:{port}")),
+            ConnectError::Refused(e) => {
+                anyhow::Error::new(e).context(format!("failed to connect to 127.0.0.1:{port}"))
+            }
             ConnectError::Other(e) => e,
         })
     }
 
-    pub async fn try_connect(port: u16, tls: &Arc<rustls::ClientConfig>) -> Result<Conn, ConnectError> {
-        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.map_err(ConnectError::Refused)?;
-        tcp.set_nodelay(true).map_err(|e| ConnectError::Other(e.into()))?;
+    pub async fn try_connect(
+        port: u16,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Conn, ConnectError> {
+        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(ConnectError::Refused)?;
+        tcp.set_nodelay(true)
+            .map_err(|e| ConnectError::Other(e.into()))?;
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
         let stream = TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| ConnectError::Other(anyhow::Error::new(e).context("TLS handshake failed")))?;
+            .map_err(|e| {
+                ConnectError::Other(anyhow::Error::new(e).context("TLS handshake failed"))
+            })?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(stream);
         let sender = if h2 {
@@ -91,7 +104,9 @@ impl Conn {
                 .adaptive_window(true)
                 .handshake(io)
                 .await
-                .map_err(|e| ConnectError::Other(anyhow::Error::new(e).context("HTTP/2 handshake failed")))?;
+                .map_err(|e| {
+                    ConnectError::Other(anyhow::Error::new(e).context("HTTP/2 handshake failed"))
+                })?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -99,13 +114,18 @@ impl Conn {
         } else {
             let (sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
-                .map_err(|e| ConnectError::Other(anyhow::Error::new(e).context("HTTP/1.1 handshake failed")))?;
+                .map_err(|e| {
+                    ConnectError::Other(anyhow::Error::new(e).context("HTTP/1.1 handshake failed"))
+                })?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
             Sender::Http1(sender)
         };
-        Ok(Conn { sender, authority: format!("127.0.0.1:{port}") })
+        Ok(Conn {
+            sender,
+            authority: format!("127.0.0.1:{port}"),
+        })
     }
 
     /// Sends a request and returns the response with its body still streaming.
@@ -125,7 +145,9 @@ impl Conn {
         if body.is_some() {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = builder.body(Full::new(body.unwrap_or_default())).context("failed to build a request")?;
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .context("failed to build a request")?;
         let response = match &mut self.sender {
             Sender::Http1(sender) => {
                 sender.ready().await.context("the connection closed")?;

@@ -62,7 +62,11 @@ fn parse_options() -> anyhow::Result<Options> {
             "--etcd" => options.etcd = true,
             "--skiff" => options.skiff = PathBuf::from(value("--skiff")?),
             "--pods" => options.pods = value("--pods")?.parse().context("--pods needs a number")?,
-            "--starts" => options.starts = value("--starts")?.parse().context("--starts needs a number")?,
+            "--starts" => {
+                options.starts = value("--starts")?
+                    .parse()
+                    .context("--starts needs a number")?
+            }
             "--dir" => options.dir = PathBuf::from(value("--dir")?),
             "--node-ip" => options.node_ip = value("--node-ip")?,
             other => bail!(
@@ -79,13 +83,18 @@ fn parse_options() -> anyhow::Result<Options> {
             options.skiff.display()
         );
     }
-    options.skiff = options.skiff.canonicalize().context("failed to resolve the skiff binary path")?;
+    options.skiff = options
+        .skiff
+        .canonicalize()
+        .context("failed to resolve the skiff binary path")?;
     Ok(options)
 }
 
 fn main() -> anyhow::Result<()> {
     let options = parse_options()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         tokio::select! {
             result = run(&options) => result,
@@ -99,10 +108,17 @@ fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let memory = process::status_kib_from("/proc/meminfo", "MemTotal").map(|k| format!("{:.1} GiB", k as f64 / 1048576.0));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = process::status_kib_from("/proc/meminfo", "MemTotal")
+        .map(|k| format!("{:.1} GiB", k as f64 / 1048576.0));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{cores} cores ({model}), {} memory, kernel {}",
@@ -115,20 +131,40 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     let root = tempfile::Builder::new()
         .prefix("skiff-bench-")
         .tempdir_in(&options.dir)
-        .with_context(|| format!("failed to create a temporary directory in {}", options.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "failed to create a temporary directory in {}",
+                options.dir.display()
+            )
+        })?;
     eprintln!("machine: {}", machine());
-    eprintln!("skiff: {}; work dir {}", options.skiff.display(), root.path().display());
+    eprintln!(
+        "skiff: {}; work dir {}",
+        options.skiff.display(),
+        root.path().display()
+    );
 
     let embedded = bench_backend(options, root.path(), false).await?;
-    let etcd = if options.etcd { Some(bench_backend(options, root.path(), true).await?) } else { None };
+    let etcd = if options.etcd {
+        Some(bench_backend(options, root.path(), true).await?)
+    } else {
+        None
+    };
 
     println!("Machine: {}\n", machine());
     if options.etcd {
-        let version = std::process::Command::new("etcd").arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+        let version = std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
         let version = String::from_utf8_lossy(&version);
         println!("etcd: {}\n", version.lines().next().unwrap_or("unknown"));
     }
-    println!("{}", report::backend_table("embedded store (redb)", &embedded));
+    println!(
+        "{}",
+        report::backend_table("embedded store (redb)", &embedded)
+    );
     if let Some(etcd) = &etcd {
         println!("{}", report::backend_table("etcd store", etcd));
         println!("{}", report::comparison_table(&embedded, etcd));
@@ -140,7 +176,10 @@ async fn run(options: &Options) -> anyhow::Result<()> {
 fn short_error(error: &anyhow::Error) -> String {
     let text = format!("{error:#}");
     let status = text.split(':').next().unwrap_or_default();
-    match text.split_once("\"message\":\"").and_then(|(_, rest)| rest.split_once("\",\"")) {
+    match text
+        .split_once("\"message\":\"")
+        .and_then(|(_, rest)| rest.split_once("\",\""))
+    {
         Some((message, _)) => format!("{status}: {}", message.replace("\\\"", "'")),
         None => text.chars().take(300).collect(),
     }
@@ -155,40 +194,78 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Measures every figure for one backend; the same figures in the same order for both.
-async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyhow::Result<Vec<Figure>> {
+async fn bench_backend(
+    options: &Options,
+    root: &Path,
+    with_etcd: bool,
+) -> anyhow::Result<Vec<Figure>> {
     let label = if with_etcd { "etcd" } else { "embedded" };
     let mut figures = Vec::new();
 
     // Ready after start on a fresh data directory (and, for etcd, a fresh etcd started beforehand).
     let mut fresh = Vec::new();
     for index in 0..options.starts {
-        let etcd = if with_etcd { Some(Etcd::start().await?) } else { None };
+        let etcd = if with_etcd {
+            Some(Etcd::start().await?)
+        } else {
+            None
+        };
         let data = root.join(format!("{label}-fresh-{index}"));
-        std::fs::create_dir(&data).with_context(|| format!("failed to create {}", data.display()))?;
+        std::fs::create_dir(&data)
+            .with_context(|| format!("failed to create {}", data.display()))?;
         let log = root.join(format!("{label}-fresh.log"));
-        let mut server = Skiff::spawn(&options.skiff, &options.node_ip, &data, &log, etcd.as_ref().map(|e| e.endpoint.as_str()))?;
+        let mut server = Skiff::spawn(
+            &options.skiff,
+            &options.node_ip,
+            &data,
+            &log,
+            etcd.as_ref().map(|e| e.endpoint.as_str()),
+        )?;
         let (ready, _) = server.wait_ready().await?;
         server.stop()?;
         drop(etcd);
-        std::fs::remove_dir_all(&data).with_context(|| format!("failed to remove {}", data.display()))?;
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("failed to remove {}", data.display()))?;
         fresh.push(ms(ready));
         eprintln!("{label}: fresh start {index}: ready in {:.1} ms", ms(ready));
     }
-    figures.push(Figure::new("ready after spawn, fresh data dir (ms)", median(&fresh), 1, Better::Lower, spread(&fresh, 1)));
+    figures.push(Figure::new(
+        "ready after spawn, fresh data dir (ms)",
+        median(&fresh),
+        1,
+        Better::Lower,
+        spread(&fresh, 1),
+    ));
 
     // Ready after start on an existing data directory; the last start stays up for the API workloads.
-    let etcd = if with_etcd { Some(Etcd::start().await?) } else { None };
+    let etcd = if with_etcd {
+        Some(Etcd::start().await?)
+    } else {
+        None
+    };
     let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
     let data = root.join(format!("{label}-data"));
     std::fs::create_dir(&data).with_context(|| format!("failed to create {}", data.display()))?;
     let log = root.join(format!("{label}-server.log"));
-    let mut first = Skiff::spawn(&options.skiff, &options.node_ip, &data, &log, endpoint.as_deref())?;
+    let mut first = Skiff::spawn(
+        &options.skiff,
+        &options.node_ip,
+        &data,
+        &log,
+        endpoint.as_deref(),
+    )?;
     first.wait_ready().await?;
     first.stop()?;
     let mut existing = Vec::new();
     let mut running = None;
     for index in 0..options.starts {
-        let mut server = Skiff::spawn(&options.skiff, &options.node_ip, &data, &log, endpoint.as_deref())?;
+        let mut server = Skiff::spawn(
+            &options.skiff,
+            &options.node_ip,
+            &data,
+            &log,
+            endpoint.as_deref(),
+        )?;
         let (ready, tls) = server.wait_ready().await?;
         existing.push(ms(ready));
         eprintln!("{label}: restart {index}: ready in {:.1} ms", ms(ready));
@@ -198,9 +275,18 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
             server.stop()?;
         }
     }
-    figures.push(Figure::new("ready after spawn, existing data dir (ms)", median(&existing), 1, Better::Lower, spread(&existing, 1)));
+    figures.push(Figure::new(
+        "ready after spawn, existing data dir (ms)",
+        median(&existing),
+        1,
+        Better::Lower,
+        spread(&existing, 1),
+    ));
     let (server, tls) = running.context("no server is running")?;
-    let api = Api { port: server.port, tls };
+    let api = Api {
+        port: server.port,
+        tls,
+    };
 
     tokio::time::sleep(SETTLE).await;
     let idle_rss = mib(server.rss_kib()?);
@@ -233,7 +319,10 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
             })
             .await?,
         );
-        eprintln!("{label}: creates round {round}: {:.0}/s with 1 client, {:.0}/s with {CONCURRENT}", creates_one[round], creates_many[round]);
+        eprintln!(
+            "{label}: creates round {round}: {:.0}/s with 1 client, {:.0}/s with {CONCURRENT}",
+            creates_one[round], creates_many[round]
+        );
     }
     let (mut gets_one, mut gets_many) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -257,32 +346,71 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
             })
             .await?,
         );
-        eprintln!("{label}: GETs round {round}: {:.0}/s with 1 client, {:.0}/s with {CONCURRENT}", gets_one[round], gets_many[round]);
+        eprintln!(
+            "{label}: GETs round {round}: {:.0}/s with 1 client, {:.0}/s with {CONCURRENT}",
+            gets_one[round], gets_many[round]
+        );
     }
     let rounds = |samples: &[f64], what: String| format!("{what}; {}", spread(samples, 0));
-    figures.push(Figure::new("ConfigMap creates/s, 1 client", median(&creates_one), 0, Better::Higher, rounds(&creates_one, format!("{CREATES_ONE} POSTs per round"))));
+    figures.push(Figure::new(
+        "ConfigMap creates/s, 1 client",
+        median(&creates_one),
+        0,
+        Better::Higher,
+        rounds(&creates_one, format!("{CREATES_ONE} POSTs per round")),
+    ));
     figures.push(Figure::new(
         "ConfigMap creates/s, 16 clients",
         median(&creates_many),
         0,
         Better::Higher,
-        rounds(&creates_many, format!("{CONCURRENT}×{CREATES_EACH} POSTs per round")),
+        rounds(
+            &creates_many,
+            format!("{CONCURRENT}×{CREATES_EACH} POSTs per round"),
+        ),
     ));
-    figures.push(Figure::new("ConfigMap GETs/s, 1 client", median(&gets_one), 0, Better::Higher, rounds(&gets_one, format!("{GETS_ONE} GETs per round"))));
+    figures.push(Figure::new(
+        "ConfigMap GETs/s, 1 client",
+        median(&gets_one),
+        0,
+        Better::Higher,
+        rounds(&gets_one, format!("{GETS_ONE} GETs per round")),
+    ));
     figures.push(Figure::new(
         "ConfigMap GETs/s, 16 clients",
         median(&gets_many),
         0,
         Better::Higher,
-        rounds(&gets_many, format!("{CONCURRENT}×{GETS_EACH} GETs per round")),
+        rounds(
+            &gets_many,
+            format!("{CONCURRENT}×{GETS_EACH} GETs per round"),
+        ),
     ));
 
     // Watch delivery.
     let watch = workload::watch_latency(&api, WATCH_WARMUP, WATCH_WRITES).await?;
-    eprintln!("{label}: watch p50 {:.2} ms, p99 {:.2} ms", median(&watch), percentile(&watch, 99.0));
-    let watch_detail = format!("{WATCH_WRITES} sequential POSTs after {WATCH_WARMUP} warm-up; POST sent → event line received");
-    figures.push(Figure::new("watch latency p50 (ms)", median(&watch), 2, Better::Lower, watch_detail.clone()));
-    figures.push(Figure::new("watch latency p99 (ms)", percentile(&watch, 99.0), 2, Better::Lower, watch_detail));
+    eprintln!(
+        "{label}: watch p50 {:.2} ms, p99 {:.2} ms",
+        median(&watch),
+        percentile(&watch, 99.0)
+    );
+    let watch_detail = format!(
+        "{WATCH_WRITES} sequential POSTs after {WATCH_WARMUP} warm-up; POST sent → event line received"
+    );
+    figures.push(Figure::new(
+        "watch latency p50 (ms)",
+        median(&watch),
+        2,
+        Better::Lower,
+        watch_detail.clone(),
+    ));
+    figures.push(Figure::new(
+        "watch latency p99 (ms)",
+        percentile(&watch, 99.0),
+        2,
+        Better::Lower,
+        watch_detail,
+    ));
 
     // Bulk pods.
     let per_client = options.pods / CONCURRENT;
@@ -292,7 +420,12 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
     let pod_rate = api
         .parallel(CONCURRENT, per_client, move |client, i| {
             let index = client * per_client + i;
-            Op { method: Method::POST, path: pods_path.clone(), body: Some(pod(&format!("pod-{index:05}"), index)), want: StatusCode::CREATED }
+            Op {
+                method: Method::POST,
+                path: pods_path.clone(),
+                body: Some(pod(&format!("pod-{index:05}"), index)),
+                want: StatusCode::CREATED,
+            }
         })
         .await?;
     let pod_cpu = server.cpu_seconds()? - cpu_before;
@@ -306,19 +439,38 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
     for (what, accept) in [("JSON", None), ("Table", Some(client::TABLE))] {
         let figure = match workload::list_pods(&api, accept, LISTS).await {
             Ok((samples, bytes, count)) => {
-                eprintln!("{label}: LIST {pods} pods, {what}: {:.1} ms ({count} items)", median(&samples));
-                let warning = if count == pods { String::new() } else { format!("; WARNING: expected {pods}") };
+                eprintln!(
+                    "{label}: LIST {pods} pods, {what}: {:.1} ms ({count} items)",
+                    median(&samples)
+                );
+                let warning = if count == pods {
+                    String::new()
+                } else {
+                    format!("; WARNING: expected {pods}")
+                };
                 Figure::new(
-                    if accept.is_none() { "LIST pods, JSON (ms)" } else { "LIST pods, Table (ms)" },
+                    if accept.is_none() {
+                        "LIST pods, JSON (ms)"
+                    } else {
+                        "LIST pods, Table (ms)"
+                    },
                     median(&samples),
                     1,
                     Better::Lower,
-                    format!("{count} items, {:.1} MB; {}{warning}", bytes as f64 / 1e6, spread(&samples, 1)),
+                    format!(
+                        "{count} items, {:.1} MB; {}{warning}",
+                        bytes as f64 / 1e6,
+                        spread(&samples, 1)
+                    ),
                 )
             }
             Err(e) => {
                 eprintln!("{label}: LIST {pods} pods, {what} FAILED: {e:#}");
-                let name = if accept.is_none() { "LIST pods, JSON (ms)" } else { "LIST pods, Table (ms)" };
+                let name = if accept.is_none() {
+                    "LIST pods, JSON (ms)"
+                } else {
+                    "LIST pods, Table (ms)"
+                };
                 Figure::failed(name, short_error(&e))
             }
         };
@@ -349,18 +501,39 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
     // Restarts with the pods stored.
     let mut loaded = Vec::new();
     for index in 0..RESTARTS_WITH_PODS {
-        let mut server = Skiff::spawn(&options.skiff, &options.node_ip, &data, &log, endpoint.as_deref())?;
+        let mut server = Skiff::spawn(
+            &options.skiff,
+            &options.node_ip,
+            &data,
+            &log,
+            endpoint.as_deref(),
+        )?;
         let (ready, _) = server.wait_ready().await?;
         server.stop()?;
         loaded.push(ms(ready));
-        eprintln!("{label}: restart {index} with {pods} pods: ready in {:.1} ms", ms(ready));
+        eprintln!(
+            "{label}: restart {index} with {pods} pods: ready in {:.1} ms",
+            ms(ready)
+        );
     }
     drop(etcd);
 
     let either = |value: Option<f64>, fallback: f64| value.unwrap_or(fallback);
-    figures.push(Figure::new("skiff RSS idle after start (MiB)", idle_rss, 1, Better::Lower, format!("VmRSS {}s after ready", SETTLE.as_secs())));
+    figures.push(Figure::new(
+        "skiff RSS idle after start (MiB)",
+        idle_rss,
+        1,
+        Better::Lower,
+        format!("VmRSS {}s after ready", SETTLE.as_secs()),
+    ));
     figures.push(match etcd_idle_rss {
-        Some(rss) => Figure::new("etcd RSS idle (MiB)", rss, 1, Better::Lower, "VmRSS of the etcd process".into()),
+        Some(rss) => Figure::new(
+            "etcd RSS idle (MiB)",
+            rss,
+            1,
+            Better::Lower,
+            "VmRSS of the etcd process".into(),
+        ),
         None => Figure::absent("etcd RSS idle (MiB)", "no etcd"),
     });
     figures.push(Figure::new(
@@ -384,9 +557,21 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
         Better::Lower,
         format!("user+system CPU of skiff while creating {pods} pods"),
     ));
-    figures.push(Figure::new("skiff RSS after the pods (MiB)", pods_rss, 1, Better::Lower, format!("VmRSS {}s after {pods} pods were created", SETTLE.as_secs())));
+    figures.push(Figure::new(
+        "skiff RSS after the pods (MiB)",
+        pods_rss,
+        1,
+        Better::Lower,
+        format!("VmRSS {}s after {pods} pods were created", SETTLE.as_secs()),
+    ));
     figures.push(match etcd_pods_rss {
-        Some(rss) => Figure::new("etcd RSS after the pods (MiB)", rss, 1, Better::Lower, "VmRSS of the etcd process".into()),
+        Some(rss) => Figure::new(
+            "etcd RSS after the pods (MiB)",
+            rss,
+            1,
+            Better::Lower,
+            "VmRSS of the etcd process".into(),
+        ),
         None => Figure::absent("etcd RSS after the pods (MiB)", "no etcd"),
     });
     figures.push(Figure::new(
@@ -397,7 +582,13 @@ async fn bench_backend(options: &Options, root: &Path, with_etcd: bool) -> anyho
         "skiff, plus etcd when used".into(),
     ));
     figures.extend(lists);
-    figures.push(Figure::new("skiff RSS after the LISTs (MiB)", list_rss, 1, Better::Lower, format!("VmRSS; peak (VmHWM) {peak_rss:.1} MiB")));
+    figures.push(Figure::new(
+        "skiff RSS after the LISTs (MiB)",
+        list_rss,
+        1,
+        Better::Lower,
+        format!("VmRSS; peak (VmHWM) {peak_rss:.1} MiB"),
+    ));
     figures.push(Figure::new(
         "ready after spawn, data dir with the pods (ms)",
         median(&loaded),

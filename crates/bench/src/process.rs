@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{ConnectError, Conn};
+use crate::client::{Conn, ConnectError};
 
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(2);
@@ -74,11 +74,16 @@ pub fn status_kib_from(path: &str, field: &str) -> anyhow::Result<u64> {
 
 /// User plus system CPU time of a process, from /proc/<pid>/stat (USER_HZ is 100 on Linux).
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("failed to read /proc/<pid>/stat")?;
-    let after_name = stat.rsplit_once(')').context("malformed /proc/<pid>/stat")?.1;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .context("failed to read /proc/<pid>/stat")?;
+    let after_name = stat
+        .rsplit_once(')')
+        .context("malformed /proc/<pid>/stat")?
+        .1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
-    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
     Ok(ticks as f64 / 100.0)
 }
 
@@ -93,9 +98,16 @@ pub struct Skiff {
 
 impl Skiff {
     /// Starts `skiff server` on a free port; its output goes to `log`.
-    pub fn spawn(binary: &Path, node_ip: &str, data_dir: &Path, log: &Path, datastore: Option<&str>) -> anyhow::Result<Skiff> {
+    pub fn spawn(
+        binary: &Path,
+        node_ip: &str,
+        data_dir: &Path,
+        log: &Path,
+        datastore: Option<&str>,
+    ) -> anyhow::Result<Skiff> {
         let port = free_port()?;
-        let log_file = std::fs::File::create(log).with_context(|| format!("failed to create {}", log.display()))?;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("failed to create {}", log.display()))?;
         let mut command = Command::new(binary);
         command
             .arg("server")
@@ -103,7 +115,13 @@ impl Skiff {
             .arg(data_dir)
             .arg("--https-listen-port")
             .arg(port.to_string())
-            .args(["--bind-address", "127.0.0.1", "--node-ip", node_ip, "--disable-agent"]);
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--node-ip",
+                node_ip,
+                "--disable-agent",
+            ]);
         if let Some(endpoint) = datastore {
             command.arg("--datastore-endpoint").arg(endpoint);
         }
@@ -112,11 +130,23 @@ impl Skiff {
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("failed to open the server log")?)
+            .stdout(
+                log_file
+                    .try_clone()
+                    .context("failed to open the server log")?,
+            )
             .stderr(log_file);
         let spawned = Instant::now();
-        let child = command.spawn().with_context(|| format!("failed to start {}", binary.display()))?;
-        Ok(Skiff { child, port, data_dir: data_dir.to_path_buf(), log: log.to_path_buf(), spawned })
+        let child = command
+            .spawn()
+            .with_context(|| format!("failed to start {}", binary.display()))?;
+        Ok(Skiff {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            spawned,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -129,11 +159,21 @@ impl Skiff {
         let tls_dir = self.data_dir.join("server").join("tls");
         let mut tls = None;
         loop {
-            if let Some(status) = self.child.try_wait().context("failed to check on skiff server")? {
-                bail!("skiff server exited while starting ({status}); its log:\n{}", log_tail(&self.log));
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("failed to check on skiff server")?
+            {
+                bail!(
+                    "skiff server exited while starting ({status}); its log:\n{}",
+                    log_tail(&self.log)
+                );
             }
             if self.spawned.elapsed() > START_TIMEOUT {
-                bail!("skiff server was not ready within {START_TIMEOUT:?}; its log:\n{}", log_tail(&self.log));
+                bail!(
+                    "skiff server was not ready within {START_TIMEOUT:?}; its log:\n{}",
+                    log_tail(&self.log)
+                );
             }
             if tls.is_none() {
                 tls = crate::client::tls_config(&tls_dir).ok();
@@ -141,7 +181,15 @@ impl Skiff {
             if let Some(config) = &tls {
                 match Conn::try_connect(self.port, config).await {
                     Ok(mut conn) => {
-                        let ready = conn.expect(http::Method::GET, "/readyz", None, None, http::StatusCode::OK).await;
+                        let ready = conn
+                            .expect(
+                                http::Method::GET,
+                                "/readyz",
+                                None,
+                                None,
+                                http::StatusCode::OK,
+                            )
+                            .await;
                         if ready.is_ok_and(|body| body.starts_with(b"ok")) {
                             return Ok((self.spawned.elapsed(), config.clone()));
                         }
@@ -201,10 +249,14 @@ impl Etcd {
     }
 
     fn spawn() -> anyhow::Result<Etcd> {
-        let dir = tempfile::Builder::new().prefix("skiff-bench-etcd-").tempdir().context("failed to create a directory for etcd")?;
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-bench-etcd-")
+            .tempdir()
+            .context("failed to create a directory for etcd")?;
         let client = format!("http://127.0.0.1:{}", free_port()?);
         let peer = format!("http://127.0.0.1:{}", free_port()?);
-        let log = std::fs::File::create(dir.path().join("etcd.log")).context("failed to create the etcd log")?;
+        let log = std::fs::File::create(dir.path().join("etcd.log"))
+            .context("failed to create the etcd log")?;
         let child = Command::new("etcd")
             .arg("--name=skiff-bench")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -218,7 +270,11 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .context("failed to start etcd (install it with `apt-get install etcd-server`)")?;
-        Ok(Etcd { child, endpoint: client, dir })
+        Ok(Etcd {
+            child,
+            endpoint: client,
+            dir,
+        })
     }
 
     /// Polls etcd's `/health` until it reports healthy.
@@ -227,7 +283,10 @@ impl Etcd {
         let address = self.endpoint.trim_start_matches("http://").to_string();
         loop {
             if let Some(status) = self.child.try_wait().context("failed to check on etcd")? {
-                bail!("etcd exited while starting ({status}); its log:\n{}", log_tail(&self.dir.path().join("etcd.log")));
+                bail!(
+                    "etcd exited while starting ({status}); its log:\n{}",
+                    log_tail(&self.dir.path().join("etcd.log"))
+                );
             }
             if started.elapsed() > START_TIMEOUT {
                 bail!("etcd was not healthy within {START_TIMEOUT:?}");
@@ -235,7 +294,10 @@ impl Etcd {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
                 let mut answer = String::new();
                 let asked = stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").await;
-                if asked.is_ok() && stream.read_to_string(&mut answer).await.is_ok() && answer.contains("\"health\":\"true\"") {
+                if asked.is_ok()
+                    && stream.read_to_string(&mut answer).await.is_ok()
+                    && answer.contains("\"health\":\"true\"")
+                {
                     return Ok(());
                 }
             }

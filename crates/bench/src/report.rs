@@ -21,17 +21,44 @@ pub struct Figure {
 }
 
 impl Figure {
-    pub fn new(name: &'static str, value: f64, decimals: usize, better: Better, detail: String) -> Figure {
-        Figure { name, value: Some(value), decimals, better, detail, failed: false }
+    pub fn new(
+        name: &'static str,
+        value: f64,
+        decimals: usize,
+        better: Better,
+        detail: String,
+    ) -> Figure {
+        Figure {
+            name,
+            value: Some(value),
+            decimals,
+            better,
+            detail,
+            failed: false,
+        }
     }
 
     /// A figure that does not apply to this backend.
     pub fn absent(name: &'static str, detail: &str) -> Figure {
-        Figure { name, value: None, decimals: 0, better: Better::Lower, detail: detail.to_string(), failed: false }
+        Figure {
+            name,
+            value: None,
+            decimals: 0,
+            better: Better::Lower,
+            detail: detail.to_string(),
+            failed: false,
+        }
     }
 
     pub fn failed(name: &'static str, error: String) -> Figure {
-        Figure { name, value: None, decimals: 0, better: Better::Lower, detail: format!("failed: {error}"), failed: true }
+        Figure {
+            name,
+            value: None,
+            decimals: 0,
+            better: Better::Lower,
+            detail: format!("failed: {error}"),
+            failed: true,
+        }
     }
 
     fn value_text(&self) -> String {
@@ -50,7 +77,11 @@ pub fn median(samples: &[f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
 }
 
 /// The nearest-rank percentile (`p` in 0..=100).
@@ -68,19 +99,29 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 pub fn spread(samples: &[f64], decimals: usize) -> String {
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("median of {} (min {min:.decimals$}, max {max:.decimals$})", samples.len())
+    format!(
+        "median of {} (min {min:.decimals$}, max {max:.decimals$})",
+        samples.len()
+    )
 }
 
 pub fn backend_table(title: &str, figures: &[Figure]) -> String {
     let mut out = format!("### {title}\n\n| metric | median | how |\n|---|---|---|\n");
     for figure in figures {
-        out.push_str(&format!("| {} | {} | {} |\n", figure.name, figure.value_text(), figure.detail));
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            figure.name,
+            figure.value_text(),
+            figure.detail
+        ));
     }
     out
 }
 
 pub fn comparison_table(embedded: &[Figure], etcd: &[Figure]) -> String {
-    let mut out = String::from("### embedded / etcd\n\n| metric | embedded | etcd | embedded/etcd | better |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "### embedded / etcd\n\n| metric | embedded | etcd | embedded/etcd | better |\n|---|---|---|---|---|\n",
+    );
     for (ours, theirs) in embedded.iter().zip(etcd) {
         let ratio = match (ours.value, theirs.value) {
             (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
@@ -90,7 +131,12 @@ pub fn comparison_table(embedded: &[Figure], etcd: &[Figure]) -> String {
             Better::Higher => "higher",
             Better::Lower => "lower",
         };
-        out.push_str(&format!("| {} | {} | {} | {ratio} | {better} |\n", ours.name, ours.value_text(), theirs.value_text()));
+        out.push_str(&format!(
+            "| {} | {} | {} | {ratio} | {better} |\n",
+            ours.name,
+            ours.value_text(),
+            theirs.value_text()
+        ));
     }
     out
 }

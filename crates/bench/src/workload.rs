@@ -39,7 +39,13 @@ impl Api {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         self.conn()
             .await?
-            .expect(Method::POST, "/api/v1/namespaces", None, Some(body.to_string().into()), StatusCode::CREATED)
+            .expect(
+                Method::POST,
+                "/api/v1/namespaces",
+                None,
+                Some(body.to_string().into()),
+                StatusCode::CREATED,
+            )
             .await?;
         Ok(())
     }
@@ -61,7 +67,12 @@ impl Api {
             let op = op.clone();
             tasks.spawn(async move {
                 for index in 0..per_client {
-                    let Op { method, path, body, want } = op(client, index);
+                    let Op {
+                        method,
+                        path,
+                        body,
+                        want,
+                    } = op(client, index);
                     conn.expect(method, &path, None, body, want).await?;
                 }
                 anyhow::Ok(())
@@ -122,12 +133,31 @@ pub fn pod(name: &str, index: usize) -> Bytes {
 pub async fn watch_latency(api: &Api, warmup: usize, writes: usize) -> anyhow::Result<Vec<f64>> {
     let base = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");
     let mut conn = api.conn().await?;
-    let list = conn.expect(Method::GET, &format!("{base}?limit=1"), None, None, StatusCode::OK).await?;
-    let list: Value = serde_json::from_slice(&list).context("failed to parse the ConfigMap list")?;
-    let rv = list["metadata"]["resourceVersion"].as_str().context("the list has no resourceVersion")?.to_string();
+    let list = conn
+        .expect(
+            Method::GET,
+            &format!("{base}?limit=1"),
+            None,
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let list: Value =
+        serde_json::from_slice(&list).context("failed to parse the ConfigMap list")?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("the list has no resourceVersion")?
+        .to_string();
 
     let mut watch_conn = api.conn().await?;
-    let response = watch_conn.send(Method::GET, &format!("{base}?watch=true&resourceVersion={rv}"), None, None).await?;
+    let response = watch_conn
+        .send(
+            Method::GET,
+            &format!("{base}?watch=true&resourceVersion={rv}"),
+            None,
+            None,
+        )
+        .await?;
     if response.status() != StatusCode::OK {
         bail!("the watch answered {}", response.status());
     }
@@ -140,11 +170,14 @@ pub async fn watch_latency(api: &Api, warmup: usize, writes: usize) -> anyhow::R
         while let Some(frame) = body.frame().await {
             let frame = frame.context("the watch stream failed")?;
             let at = Instant::now();
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             buffer.extend_from_slice(&data);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
-                let event: Value = serde_json::from_slice(&line).context("failed to parse a watch event")?;
+                let event: Value =
+                    serde_json::from_slice(&line).context("failed to parse a watch event")?;
                 if event["type"] == "ADDED"
                     && let Some(name) = event["object"]["metadata"]["name"].as_str()
                     && events.send((name.to_string(), at)).is_err()
@@ -160,7 +193,14 @@ pub async fn watch_latency(api: &Api, warmup: usize, writes: usize) -> anyhow::R
     for index in 0..warmup + writes {
         let name = format!("watch-{index:04}");
         let sent = Instant::now();
-        conn.expect(Method::POST, &base, None, Some(configmap(&name)), StatusCode::CREATED).await?;
+        conn.expect(
+            Method::POST,
+            &base,
+            None,
+            Some(configmap(&name)),
+            StatusCode::CREATED,
+        )
+        .await?;
         loop {
             let (seen, at) = tokio::time::timeout(Duration::from_secs(10), received.recv())
                 .await
@@ -179,14 +219,20 @@ pub async fn watch_latency(api: &Api, warmup: usize, writes: usize) -> anyhow::R
 
 /// LISTs the benchmark namespace's pods `times` times with the given Accept header; returns the
 /// milliseconds until each whole body was received, the body size and the number of items or rows.
-pub async fn list_pods(api: &Api, accept: Option<&str>, times: usize) -> anyhow::Result<(Vec<f64>, usize, usize)> {
+pub async fn list_pods(
+    api: &Api,
+    accept: Option<&str>,
+    times: usize,
+) -> anyhow::Result<(Vec<f64>, usize, usize)> {
     let path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
     let mut conn = api.conn().await?;
     let mut samples = Vec::with_capacity(times);
     let mut last = Bytes::new();
     for _ in 0..times {
         let started = Instant::now();
-        last = conn.expect(Method::GET, &path, accept, None, StatusCode::OK).await?;
+        last = conn
+            .expect(Method::GET, &path, accept, None, StatusCode::OK)
+            .await?;
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let parsed: Value = serde_json::from_slice(&last).context("failed to parse the pod list")?;
@@ -216,7 +262,9 @@ fn query_escape(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -224,7 +272,11 @@ fn query_escape(value: &str) -> String {
 
 /// LISTs the benchmark namespace's pods `times` times in pages of `limit` (`limit` and `continue`, as
 /// client-go and kubectl do); returns the milliseconds per whole LIST, the pages and the items of the last.
-pub async fn list_pods_paged(api: &Api, limit: usize, times: usize) -> anyhow::Result<(Vec<f64>, usize, usize)> {
+pub async fn list_pods_paged(
+    api: &Api,
+    limit: usize,
+    times: usize,
+) -> anyhow::Result<(Vec<f64>, usize, usize)> {
     let base = format!("/api/v1/namespaces/{NAMESPACE}/pods?limit={limit}");
     let mut conn = api.conn().await?;
     let mut samples = Vec::with_capacity(times);
@@ -234,9 +286,16 @@ pub async fn list_pods_paged(api: &Api, limit: usize, times: usize) -> anyhow::R
         let started = Instant::now();
         let mut token = String::new();
         loop {
-            let path = if token.is_empty() { base.clone() } else { format!("{base}&continue={}", query_escape(&token)) };
-            let body = conn.expect(Method::GET, &path, None, None, StatusCode::OK).await?;
-            let page: Page = serde_json::from_slice(&body).context("failed to parse a pod list page")?;
+            let path = if token.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}&continue={}", query_escape(&token))
+            };
+            let body = conn
+                .expect(Method::GET, &path, None, None, StatusCode::OK)
+                .await?;
+            let page: Page =
+                serde_json::from_slice(&body).context("failed to parse a pod list page")?;
             pages += 1;
             count += page.items.len();
             if page.metadata.continue_token.is_empty() {
