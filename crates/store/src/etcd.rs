@@ -203,8 +203,11 @@ impl Backend for EtcdBackend {
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListResult> {
+        // Read in chunks, all at the revision of the first one: one range response must stay under
+        // the gRPC message limit (4 MiB by default), which a large prefix easily exceeds.
+        const CHUNK: usize = 500;
         let (prefix_key, end) = prefix_range(&options.prefix);
-        let start = match &options.start_after {
+        let mut start = match &options.start_after {
             Some(after) if after.as_str() >= options.prefix.as_str() => {
                 let mut start = after.as_bytes().to_vec();
                 start.push(0);
@@ -212,21 +215,37 @@ impl Backend for EtcdBackend {
             }
             _ => prefix_key,
         };
-        let mut get = GetOptions::new().with_range(end);
-        if let Some(limit) = options.limit.filter(|&limit| limit > 0) {
-            get = get.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let wanted = options.limit.filter(|&limit| limit > 0);
+        let mut items = Vec::new();
+        let mut revision = 0;
+        loop {
+            let chunk = wanted.map_or(CHUNK, |w| (w - items.len()).min(CHUNK));
+            let mut get = GetOptions::new().with_range(end.clone()).with_limit(chunk as i64);
+            if revision > 0 {
+                get = get.with_revision(revision);
+            }
+            let response = self
+                .client
+                .kv_client()
+                .get(start.clone(), Some(get))
+                .await
+                .map_err(|err| backend_error("listing keys in etcd", err))?;
+            if revision == 0 {
+                revision = header_revision(response.header())?;
+            }
+            for kv in response.kvs() {
+                items.push(convert(kv)?);
+            }
+            let more = response.more();
+            let full = wanted.is_some_and(|w| items.len() >= w);
+            match response.kvs().last() {
+                Some(last) if more && !full => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(ListResult { items, revision, more }),
+            }
         }
-        let response = self
-            .client
-            .kv_client()
-            .get(start, Some(get))
-            .await
-            .map_err(|err| backend_error("listing keys in etcd", err))?;
-        Ok(ListResult {
-            items: response.kvs().iter().map(convert).collect::<Result<_>>()?,
-            revision: header_revision(response.header())?,
-            more: response.more(),
-        })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
