@@ -285,23 +285,58 @@ async fn check_resource_version(ctx: &Ctx) -> Result<(), ApiError> {
 async fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     let filter = Filter::new(t.r, &ctx.params)?;
     check_resource_version(ctx).await?;
-    let page = ctx
-        .server
-        .registry
-        .list(t.r, t.namespace.as_deref(), ctx.params.limit, ctx.params.continue_token.as_deref(), &|o| filter.matches(o))
-        .await?;
+    let (ns, limit, token) = (t.namespace.as_deref(), ctx.params.limit, ctx.params.continue_token.as_deref());
+    let registry = &ctx.server.registry;
+    if filter.is_empty() && !ctx.wants_table()
+        && let Some(page) = registry.list_raw(t.r, ns, limit, token).await?
+    {
+        return Ok(raw_list_response(t.r, page));
+    }
+    let page = registry.list(t.r, ns, limit, token, &|o| filter.matches(o)).await?;
+    let mut meta = serde_json::Map::new();
+    meta.insert("resourceVersion".into(), Value::String(page.resource_version.clone()));
+    if !page.continue_token.is_empty() {
+        meta.insert("continue".into(), Value::String(page.continue_token));
+    }
+    let body = if ctx.wants_table() {
+        let mut tbl = render_table(ctx, t.r, &page.items, &page.resource_version, true);
+        tbl["metadata"] = Value::Object(meta);
+        tbl
+    } else {
+        // Built by moving the items, not with `json!`, which would copy every object.
+        let mut list = serde_json::Map::new();
+        list.insert("kind".into(), Value::String(t.r.list_kind()));
+        list.insert("apiVersion".into(), Value::String(t.r.api_version()));
+        list.insert("metadata".into(), Value::Object(meta));
+        list.insert("items".into(), Value::Array(page.items));
+        Value::Object(list)
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// A list response assembled from stored JSON without decoding the objects.
+fn raw_list_response(r: &ResourceInfo, page: skiff_registry::RawPage) -> Response {
     let mut meta = json!({"resourceVersion": page.resource_version});
     if !page.continue_token.is_empty() {
         meta["continue"] = json!(page.continue_token);
     }
-    let body = if ctx.wants_table() {
-        let mut tbl = render_table(ctx, t.r, &page.items, &page.resource_version, true);
-        tbl["metadata"] = meta;
-        tbl
-    } else {
-        json!({"kind": t.r.list_kind(), "apiVersion": t.r.api_version(), "metadata": meta, "items": page.items})
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    let head = format!(
+        "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":[",
+        json!(r.list_kind()), json!(r.api_version()), meta
+    );
+    let size = head.len() + page.items.iter().map(|i| i.len() + 1).sum::<usize>() + 2;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head.as_bytes());
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 async fn get(ctx: &Ctx, t: &Target, name: &str) -> Result<Response, ApiError> {

@@ -13,6 +13,11 @@ pub fn storage_api_version(r: &ResourceInfo) -> &'static str {
     }
 }
 
+/// Whether objects of `r` are served in a version other than the one they are stored in.
+pub fn needs_conversion(r: &ResourceInfo) -> bool {
+    matches!((r.group, r.version, r.storage_plural), ("autoscaling", "v1", "horizontalpodautoscalers") | ("events.k8s.io", "v1", "events"))
+}
+
 /// Converts a stored object to the version `r` serves (a no-op for single-version resources).
 pub fn to_served(r: &ResourceInfo, mut obj: Value) -> Value {
     match (r.group, r.version, r.storage_plural) {
