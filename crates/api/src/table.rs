@@ -1740,19 +1740,24 @@ pub fn table(
     resource_version: &str,
     with_columns: bool,
 ) -> Value {
+    let rows: Vec<Value> = objs.iter().map(|o| row(resource, o, include_object, now)).collect();
+    table_from_rows(resource, rows, resource_version, with_columns)
+}
+
+/// A Table of rows made with [`row`]; the rows are moved in, not copied.
+pub fn table_from_rows(resource: &ResourceInfo, rows: Vec<Value>, resource_version: &str, with_columns: bool) -> Value {
     let mut metadata = Map::new();
     if !resource_version.is_empty() {
         metadata.insert("resourceVersion".into(), resource_version.into());
     }
     let column_definitions = if with_columns { columns(resource) } else { Vec::new() };
-    let rows: Vec<Value> = objs.iter().map(|o| row(resource, o, include_object, now)).collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": column_definitions,
-        "rows": rows,
-    })
+    let mut table = Map::new();
+    table.insert("kind".into(), "Table".into());
+    table.insert("apiVersion".into(), "meta.k8s.io/v1".into());
+    table.insert("metadata".into(), Value::Object(metadata));
+    table.insert("columnDefinitions".into(), Value::Array(column_definitions));
+    table.insert("rows".into(), Value::Array(rows));
+    Value::Object(table)
 }
 
 #[cfg(test)]

@@ -292,17 +292,25 @@ async fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     {
         return Ok(raw_list_response(t.r, page));
     }
+    if ctx.wants_table() {
+        // Rows are made as objects are read, so the objects themselves are not all held at once.
+        let (include, now, r) = (include_object(ctx.params.include_object.as_deref()), jiff::Timestamp::now(), t.r);
+        let (rows, rv, token) = registry
+            .list_map(r, ns, limit, token, &|o| filter.matches(&o).then(|| table::row(r, &o, include, now)))
+            .await?;
+        let mut tbl = table::table_from_rows(r, rows, &rv, true);
+        if !token.is_empty() {
+            tbl["metadata"]["continue"] = Value::String(token);
+        }
+        return Ok(json_response(StatusCode::OK, &tbl));
+    }
     let page = registry.list(t.r, ns, limit, token, &|o| filter.matches(o)).await?;
     let mut meta = serde_json::Map::new();
     meta.insert("resourceVersion".into(), Value::String(page.resource_version.clone()));
     if !page.continue_token.is_empty() {
         meta.insert("continue".into(), Value::String(page.continue_token));
     }
-    let body = if ctx.wants_table() {
-        let mut tbl = render_table(ctx, t.r, &page.items, &page.resource_version, true);
-        tbl["metadata"] = Value::Object(meta);
-        tbl
-    } else {
+    let body = {
         // Built by moving the items, not with `json!`, which would copy every object.
         let mut list = serde_json::Map::new();
         list.insert("kind".into(), Value::String(t.r.list_kind()));

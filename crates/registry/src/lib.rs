@@ -227,6 +227,22 @@ impl Registry {
         continue_token: Option<&str>,
         keep: &(dyn Fn(&Value) -> bool + Sync),
     ) -> Result<ListPage, ApiError> {
+        let (items, resource_version, continue_token) =
+            self.list_map(r, namespace, limit, continue_token, &|o| keep(&o).then_some(o)).await?;
+        Ok(ListPage { items, resource_version, continue_token, remaining: None })
+    }
+
+    /// Lists objects, keeping what `map` makes of each (`None` drops it), so a caller that needs only
+    /// part of each object (a Table row) never holds every object at once. Returns the kept items, the
+    /// list's resourceVersion and the continue token.
+    pub async fn list_map<T>(
+        &self,
+        r: &ResourceInfo,
+        namespace: Option<&str>,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+        map: &(dyn Fn(Value) -> Option<T> + Sync),
+    ) -> Result<(Vec<T>, String, String), ApiError> {
         let prefix = Self::prefix(r, namespace);
         let mut start_after = match continue_token {
             Some(t) if !t.is_empty() => Some(decode_continue(t, &prefix)?),
@@ -246,20 +262,19 @@ impl Registry {
                 revision = page.revision;
             }
             let last_key = page.items.last().map(|kv| kv.key.clone());
-            for kv in &page.items {
-                let obj = self.decode(r, &kv.value, kv.mod_revision)?;
-                if keep(&obj) {
-                    items.push(obj);
+            for kv in page.items {
+                if let Some(item) = map(self.decode(r, &kv.value, kv.mod_revision)?) {
+                    items.push(item);
                 }
             }
             let full = limit.is_some_and(|l| items.len() >= l);
             if !page.more || last_key.is_none() {
-                return Ok(ListPage { items, resource_version: revision.to_string(), continue_token: String::new(), remaining: None });
+                return Ok((items, revision.to_string(), String::new()));
             }
             start_after = last_key;
             if full {
                 let token = encode_continue(start_after.as_deref().unwrap_or(""), &prefix, revision);
-                return Ok(ListPage { items, resource_version: revision.to_string(), continue_token: token, remaining: None });
+                return Ok((items, revision.to_string(), token));
             }
         }
     }
