@@ -88,9 +88,22 @@ impl ApiServer {
         let warm = server.clone();
         std::thread::Builder::new()
             .name("openapi-render".into())
-            .spawn(move || warm.openapi.warm())
+            .spawn(move || {
+                warm.openapi.warm();
+                release_free_memory();
+            })
             .expect("threads start");
         server
+    }
+}
+
+/// Hands memory freed after large transient allocations (rendering OpenAPI, big lists) back to the OS;
+/// glibc otherwise keeps it in the heap for the life of the process. Cheap: call it now and then.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -159,6 +159,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     let compactor = tokio::spawn(compact_history(backend.clone(), shutdown.clone()));
+    let trimmer = tokio::spawn(release_memory_periodically(shutdown.clone()));
     let router = skiff_apiserver::router(api);
     let serving_task = tokio::spawn(skiff_apiserver::tls::serve(listener, tls, router, shutdown.clone()));
 
@@ -167,6 +168,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = serving_task.await;
     let _ = compactor.await;
+    let _ = trimmer.await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -185,6 +187,17 @@ async fn compact_history(backend: Arc<dyn Backend>, shutdown: CancellationToken)
             tracing::warn!(error = %e, revision = rev, "failed to compact the store history");
         }
         previous = backend.current_revision().await.ok();
+    }
+}
+
+/// Gives memory freed by large requests back to the OS every half minute (like Go's scavenger).
+async fn release_memory_periodically(shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        tokio::task::spawn_blocking(skiff_apiserver::release_free_memory);
     }
 }
 
