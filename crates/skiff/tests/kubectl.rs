@@ -297,8 +297,17 @@ fn restart_keeps_data_and_sigterm_stops_cleanly() {
     let mut s = Server::start();
     s.ok(&["create", "configmap", "durable", "--from-literal=a=1"]);
     let rv_before: u64 = s.get_json(&["cm", "durable"])["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    // An open watch does not hold up shutdown: the server ends it and exits cleanly.
+    let mut watcher = Command::new(e2e::KUBECTL)
+        .arg("--kubeconfig").arg(&s.kubeconfig)
+        .args(["get", "configmaps", "-w"])
+        .stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    eventually("the watch to start", Duration::from_secs(30), || lines.next().and_then(Result::ok).filter(|l| l.contains("durable")));
     let status = s.stop();
     assert!(status.success(), "SIGTERM gives a clean exit, got {status}");
+    let watch_status = watcher.wait().unwrap();
+    assert!(watch_status.success(), "kubectl get -w ends when the server closes the watch: {watch_status}");
     s.restart(&[]);
     let cm = s.get_json(&["cm", "durable"]);
     assert_eq!(cm["data"]["a"], "1");
