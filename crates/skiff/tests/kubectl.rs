@@ -243,8 +243,10 @@ fn discovery_explain_and_events() {
     s.ok_stdin(&["create", "-f", "-"], event);
     let events = s.ok(&["get", "events"]);
     assert!(events.contains("Testing") && events.contains("hello from e2e") && events.contains("pod/p1"), "{events}");
-    let whoami = s.ok(&["auth", "whoami"]);
-    assert!(whoami.contains("system:admin"), "{whoami}");
+    let whoami: Value = serde_json::from_str(&s.ok(&["auth", "whoami", "-o", "json"])).unwrap();
+    assert_eq!(whoami["status"]["userInfo"]["username"], "system:admin", "the certificate's CN is the user");
+    let groups = whoami["status"]["userInfo"]["groups"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g == "system:masters"), "the certificate's O is a group: {groups:?}");
     assert_eq!(s.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
     let version = s.ok(&["version", "-o", "json"]);
     let v: Value = serde_json::from_str(&version).unwrap();
