@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use skiff_store::Backend;
-use skiff_store::embedded::EmbeddedBackend;
+use skiff_store::embedded::{EmbeddedBackend, WriterStats};
 use skiff_store::etcd::EtcdBackend;
 
 const VALUE_SIZE: usize = 1024;
@@ -182,14 +182,41 @@ async fn watch_latency(
     Ok(latencies)
 }
 
+/// Prints what the embedded writer did during one phase: batch sizes and where its time went.
+fn report_writer(name: &str, stats: &WriterStats) {
+    if stats.batches == 0 {
+        return;
+    }
+    let per_batch = |d: Duration| d.as_secs_f64() * 1000.0 / stats.batches as f64;
+    eprintln!(
+        "  {name}: {} batches, mean {:.1} ops (largest so far {}); per batch (ms): idle {:.3}, apply {:.3}, \
+         commit {:.3}, answer {:.3}",
+        stats.batches,
+        stats.operations as f64 / stats.batches as f64,
+        stats.largest_batch,
+        per_batch(stats.idle),
+        per_batch(stats.apply),
+        per_batch(stats.commit),
+        per_batch(stats.answer),
+    );
+}
+
 async fn measure(
     name: &str,
     backend: Arc<dyn Backend>,
+    writer_stats: Option<&dyn Fn() -> WriterStats>,
     rounds: usize,
 ) -> anyhow::Result<Vec<Figure>> {
+    let stats_now = || writer_stats.map(|f| f());
+    let report = |before: Option<WriterStats>| {
+        if let (Some(before), Some(after)) = (before, stats_now()) {
+            report_writer(name, &after.since(&before));
+        }
+    };
     let mut sequential = Vec::new();
     let mut concurrent = Vec::new();
     for round in 0..rounds {
+        let before = stats_now();
         let rate = write_throughput(
             &backend,
             &format!("/bench/{round}/seq/"),
@@ -198,7 +225,9 @@ async fn measure(
         )
         .await?;
         eprintln!("{name}: round {round}: 1 writer: {rate:.0} writes/s");
+        report(before);
         sequential.push(rate);
+        let before = stats_now();
         let prefix = format!("/bench/{round}/conc/");
         let rate = write_throughput(
             &backend,
@@ -208,6 +237,7 @@ async fn measure(
         )
         .await?;
         eprintln!("{name}: round {round}: {CONCURRENT_WRITERS} writers: {rate:.0} writes/s");
+        report(before);
         concurrent.push(rate);
     }
     let figure = |metric: String, value: f64, precision: usize, ratio: bool| Figure {
@@ -271,8 +301,9 @@ async fn main() -> anyhow::Result<()> {
         .prefix("skiff-store-bench-")
         .tempdir_in(&base)?;
 
-    let embedded: Arc<dyn Backend> = Arc::new(EmbeddedBackend::open(&dir.path().join("db"))?);
-    let embedded = measure("embedded", embedded, options.rounds).await?;
+    let store = Arc::new(EmbeddedBackend::open(&dir.path().join("db"))?);
+    let stats = || store.writer_stats();
+    let embedded = measure("embedded", store.clone(), Some(&stats), options.rounds).await?;
 
     // Keeps a started etcd alive until the end.
     let mut _etcd_process = None;
@@ -289,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let etcd = match etcd_backend {
-        Some(backend) => Some(measure("etcd", Arc::new(backend), options.rounds).await?),
+        Some(backend) => Some(measure("etcd", Arc::new(backend), None, options.rounds).await?),
         None => None,
     };
 

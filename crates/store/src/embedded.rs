@@ -1,9 +1,17 @@
 //! Embedded backend: redb in one file, with group commit through a single writer thread.
 //!
-//! Tables:
-//! - `kv`: key → `create_revision (i64 LE) ++ mod_revision (i64 LE) ++ value`;
-//! - `log`: revision → the event of that revision (kind, key, create revision, value, previous key-value);
-//! - `meta`: `"revision"` (current revision) and `"compacted"` (revision history is compacted up to).
+//! Tables (store format 2):
+//! - `kv`: key → `create_revision (i64 LE) ++ mod_revision (i64 LE)` of every live key;
+//! - `log`: revision → the write of that revision (kind, previous revision of the key, create revision,
+//!   key, value). A key's value is read from the `log` entry of its mod revision, and an event's previous
+//!   value from the entry of its previous revision, so each value is stored once. Keeping `kv` entries
+//!   small (16 bytes) halves the bytes each write dirties: with 1 KiB values, 3.9 KB written per create
+//!   instead of 9 KB, twice the commits/s at 64 writes per transaction;
+//! - `meta`: `"revision"` (current revision), `"compacted"` (revision history is compacted up to) and
+//!   `"format"`.
+//!
+//! Compaction keeps, like etcd's, each key's last entry up to the compacted revision unless it is a
+//! delete: it holds the key's value or the previous value of the key's next event.
 //!
 //! Writers send their operation to one writer thread, which takes every queued operation (up to
 //! [`MAX_BATCH`]), applies them in order in one write transaction (each write takes the next revision;
@@ -20,9 +28,10 @@
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{
@@ -41,6 +50,10 @@ const LOG: TableDefinition<i64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+const META_FORMAT: &str = "format";
+/// The layout of the tables (see the module documentation). Files without a format are from before
+/// values moved out of `kv` into `log`.
+const FORMAT: i64 = 2;
 
 /// The most operations the writer applies in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -60,6 +73,61 @@ struct Shared {
     /// The revision the history is compacted up to (a copy of `meta["compacted"]`).
     compacted: AtomicI64,
     events: broadcast::Sender<EventBatch>,
+    stats: StatsCounters,
+}
+
+/// What the writer thread has done since the store was opened (see [`EmbeddedBackend::writer_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Write transactions committed or aborted.
+    pub batches: u64,
+    /// Operations applied (every queued write, refused or not).
+    pub operations: u64,
+    /// The largest batch.
+    pub largest_batch: u64,
+    /// Time spent waiting for the first operation of a batch.
+    pub idle: Duration,
+    /// Time spent beginning transactions and applying operations (redb inserts).
+    pub apply: Duration,
+    /// Time spent in `commit` (writing pages and the fsync).
+    pub commit: Duration,
+    /// Time spent broadcasting events and answering writers.
+    pub answer: Duration,
+}
+
+impl WriterStats {
+    /// The counters accumulated between `earlier` and `self`.
+    pub fn since(&self, earlier: &WriterStats) -> WriterStats {
+        WriterStats {
+            batches: self.batches - earlier.batches,
+            operations: self.operations - earlier.operations,
+            largest_batch: self.largest_batch,
+            idle: self.idle.saturating_sub(earlier.idle),
+            apply: self.apply.saturating_sub(earlier.apply),
+            commit: self.commit.saturating_sub(earlier.commit),
+            answer: self.answer.saturating_sub(earlier.answer),
+        }
+    }
+}
+
+#[derive(Default)]
+struct StatsCounters {
+    batches: AtomicU64,
+    operations: AtomicU64,
+    largest_batch: AtomicU64,
+    idle_ns: AtomicU64,
+    apply_ns: AtomicU64,
+    commit_ns: AtomicU64,
+    answer_ns: AtomicU64,
+}
+
+fn add_time(counter: &AtomicU64, since: Instant) -> Instant {
+    let now = Instant::now();
+    counter.fetch_add(
+        u64::try_from((now - since).as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    now
 }
 
 enum Request {
@@ -109,6 +177,7 @@ impl EmbeddedBackend {
             current: AtomicI64::new(current),
             compacted: AtomicI64::new(compacted),
             events: broadcast::channel(watch::BROADCAST_CAPACITY).0,
+            stats: StatsCounters::default(),
         });
         let (ops, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -125,6 +194,21 @@ impl EmbeddedBackend {
             ops: Some(ops),
             writer: Some(writer),
         })
+    }
+
+    /// Counters of the writer thread: batch sizes and where its time goes.
+    pub fn writer_stats(&self) -> WriterStats {
+        let s = &self.shared.stats;
+        let time = |counter: &AtomicU64| Duration::from_nanos(counter.load(Ordering::Relaxed));
+        WriterStats {
+            batches: s.batches.load(Ordering::Relaxed),
+            operations: s.operations.load(Ordering::Relaxed),
+            largest_batch: s.largest_batch.load(Ordering::Relaxed),
+            idle: time(&s.idle_ns),
+            apply: time(&s.apply_ns),
+            commit: time(&s.commit_ns),
+            answer: time(&s.answer_ns),
+        }
     }
 
     async fn submit(&self, request: Request) -> Outcome {
@@ -188,8 +272,18 @@ fn init_tables(db: &Database) -> Result<(Revision, Revision)> {
                 .map_err(backend_error(doing))?;
             meta.insert(META_COMPACTED, crate::EMPTY_STORE_REVISION)
                 .map_err(backend_error(doing))?;
+            meta.insert(META_FORMAT, FORMAT)
+                .map_err(backend_error(doing))?;
             (crate::EMPTY_STORE_REVISION, crate::EMPTY_STORE_REVISION)
         } else {
+            let format = meta_value(&meta, META_FORMAT)?;
+            if format != FORMAT {
+                return Err(StoreError::Backend(format!(
+                    "{doing}: the file holds store format {} and this version reads format {FORMAT}; \
+                     move it away to start with an empty store",
+                    format.max(1)
+                )));
+            }
             revisions
         }
     };
@@ -205,7 +299,10 @@ fn meta_value(meta: &impl ReadableTable<&'static str, i64>, name: &str) -> Resul
 }
 
 fn run_writer(db: &Database, shared: &Shared, queue: &mpsc::Receiver<Op>) {
-    while let Ok(first) = queue.recv() {
+    loop {
+        let waiting = Instant::now();
+        let Ok(first) = queue.recv() else { break };
+        add_time(&shared.stats.idle_ns, waiting);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -219,36 +316,49 @@ fn run_writer(db: &Database, shared: &Shared, queue: &mpsc::Receiver<Op>) {
 
 /// Applies a batch in one transaction, commits it durably, then publishes its events and answers.
 fn commit_batch(db: &Database, shared: &Shared, batch: Vec<Op>) {
-    let mut revision = shared.current.load(Ordering::SeqCst);
-    let mut compacted = shared.compacted.load(Ordering::SeqCst);
-    let mut events = Vec::new();
-    let mut outcomes = Vec::with_capacity(batch.len());
+    let stats = &shared.stats;
+    let started = Instant::now();
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .operations
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats
+        .largest_batch
+        .fetch_max(batch.len() as u64, Ordering::Relaxed);
+    let mut state = BatchState {
+        revision: shared.current.load(Ordering::SeqCst),
+        compacted: shared.compacted.load(Ordering::SeqCst),
+        events: Vec::new(),
+        answers: Vec::with_capacity(batch.len()),
+        scratch: Vec::new(),
+    };
+    let mut ops = batch.into_iter();
+    let mut committing = started;
     let committed = (|| -> Result<()> {
         let doing = "committing a batch of writes";
         let mut txn = db.begin_write().map_err(backend_error(doing))?;
         txn.set_durability(Durability::Immediate)
             .map_err(backend_error(doing))?;
-        let compacted_before = compacted;
+        let compacted_before = state.compacted;
         {
             let mut tables = Tables {
                 kv: txn.open_table(KV).map_err(backend_error(doing))?,
                 log: txn.open_table(LOG).map_err(backend_error(doing))?,
             };
-            for op in &batch {
-                outcomes.push(tables.apply(
-                    &op.request,
-                    &mut revision,
-                    &mut compacted,
-                    &mut events,
-                )?);
+            for Op { request, reply } in ops.by_ref() {
+                let outcome = tables.apply(request, &mut state);
+                state.answers.push((reply, outcome?));
             }
             let mut meta = txn.open_table(META).map_err(backend_error(doing))?;
-            meta.insert(META_REVISION, revision)
+            meta.insert(META_REVISION, state.revision)
                 .map_err(backend_error(doing))?;
-            meta.insert(META_COMPACTED, compacted)
-                .map_err(backend_error(doing))?;
+            if state.compacted != compacted_before {
+                meta.insert(META_COMPACTED, state.compacted)
+                    .map_err(backend_error(doing))?;
+            }
         }
-        if events.is_empty() && compacted == compacted_before {
+        committing = add_time(&stats.apply_ns, started);
+        if state.events.is_empty() && state.compacted == compacted_before {
             // Every operation was refused: nothing to make durable.
             txn.abort().map_err(backend_error(doing))?;
         } else {
@@ -256,27 +366,44 @@ fn commit_batch(db: &Database, shared: &Shared, batch: Vec<Op>) {
         }
         Ok(())
     })();
+    let answering = add_time(&stats.commit_ns, committing);
     match committed {
         Ok(()) => {
-            shared.current.store(revision, Ordering::SeqCst);
-            shared.compacted.store(compacted, Ordering::SeqCst);
-            if !events.is_empty() {
+            shared.current.store(state.revision, Ordering::SeqCst);
+            shared.compacted.store(state.compacted, Ordering::SeqCst);
+            if !state.events.is_empty() {
                 // No receivers is fine: nobody is watching.
-                let _ = shared.events.send(Arc::from(events));
+                let _ = shared.events.send(Arc::from(state.events));
             }
-            for (op, outcome) in batch.into_iter().zip(outcomes) {
+            for (reply, outcome) in state.answers {
                 // A writer that went away does not need its answer.
-                let _ = op.reply.send(outcome);
+                let _ = reply.send(outcome);
             }
         }
         Err(err) => {
             tracing::error!("store write failed: {err}");
             let message = err.to_string();
-            for op in batch {
-                let _ = op.reply.send(Err(StoreError::Backend(message.clone())));
+            let replies = state.answers.into_iter().map(|(reply, _)| reply);
+            for reply in replies.chain(ops.map(|op| op.reply)) {
+                let _ = reply.send(Err(StoreError::Backend(message.clone())));
             }
         }
     }
+    add_time(&stats.answer_ns, answering);
+}
+
+/// What the writer builds up while applying one batch.
+struct BatchState {
+    /// The revision of the last write applied.
+    revision: Revision,
+    /// The revision the history is compacted up to, counting compactions in this batch.
+    compacted: Revision,
+    /// The events of the writes applied, in revision order.
+    events: Vec<WatchEvent>,
+    /// The answer for each operation applied, sent once the batch is durable.
+    answers: Vec<(oneshot::Sender<Outcome>, Outcome)>,
+    /// A buffer reused to encode entries.
+    scratch: Vec<u8>,
 }
 
 struct Tables<'txn> {
@@ -287,35 +414,38 @@ struct Tables<'txn> {
 impl Tables<'_> {
     /// Applies one operation. The outer error is a storage failure that fails the whole batch; the
     /// inner one is this operation's answer.
-    fn apply(
-        &mut self,
-        request: &Request,
-        revision: &mut Revision,
-        compacted: &mut Revision,
-        events: &mut Vec<WatchEvent>,
-    ) -> Result<Outcome> {
+    fn apply(&mut self, request: Request, state: &mut BatchState) -> Result<Outcome> {
         match request {
             Request::Create { key, value } => {
-                if self.get(key)?.is_some() {
-                    return Ok(Err(StoreError::AlreadyExists(key.clone())));
+                if self.revisions(&key)?.is_some() {
+                    return Ok(Err(StoreError::AlreadyExists(key)));
                 }
-                *revision += 1;
-                let kv = KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    create_revision: *revision,
-                    mod_revision: *revision,
-                };
-                self.put(&kv)?;
+                let revision = state.revision + 1;
+                self.write(&key, revision, revision, &mut state.scratch)?;
                 self.record(
-                    WatchEvent {
+                    revision,
+                    Entry {
                         kind: EventKind::Create,
-                        revision: *revision,
-                        kv: kv.clone(),
-                        prev: None,
+                        prev_revision: 0,
+                        create_revision: revision,
+                        key: &key,
+                        value: &value,
                     },
-                    events,
+                    &mut state.scratch,
                 )?;
+                state.revision = revision;
+                let kv = KeyValue {
+                    key,
+                    value,
+                    create_revision: revision,
+                    mod_revision: revision,
+                };
+                state.events.push(WatchEvent {
+                    kind: EventKind::Create,
+                    revision,
+                    kv: kv.clone(),
+                    prev: None,
+                });
                 Ok(Ok(Some(kv)))
             }
             Request::Update {
@@ -323,102 +453,196 @@ impl Tables<'_> {
                 value,
                 expected,
             } => {
-                let Some(prev) = self.get(key)? else {
-                    return Ok(Err(StoreError::NotFound(key.clone())));
+                let Some((create_revision, mod_revision)) = self.revisions(&key)? else {
+                    return Ok(Err(StoreError::NotFound(key)));
                 };
-                if prev.mod_revision != *expected {
+                if mod_revision != expected {
                     return Ok(Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        actual: prev.mod_revision,
+                        key,
+                        expected,
+                        actual: mod_revision,
                     }));
                 }
-                *revision += 1;
+                let prev_value = self.value_at(&key, mod_revision)?;
+                let revision = state.revision + 1;
+                self.write(&key, create_revision, revision, &mut state.scratch)?;
+                self.record(
+                    revision,
+                    Entry {
+                        kind: EventKind::Update,
+                        prev_revision: mod_revision,
+                        create_revision,
+                        key: &key,
+                        value: &value,
+                    },
+                    &mut state.scratch,
+                )?;
+                state.revision = revision;
                 let kv = KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    create_revision: prev.create_revision,
-                    mod_revision: *revision,
+                    key,
+                    value,
+                    create_revision,
+                    mod_revision: revision,
                 };
-                self.put(&kv)?;
-                let event = WatchEvent {
+                let prev = KeyValue {
+                    key: kv.key.clone(),
+                    value: prev_value,
+                    create_revision,
+                    mod_revision,
+                };
+                state.events.push(WatchEvent {
                     kind: EventKind::Update,
-                    revision: *revision,
+                    revision,
                     kv: kv.clone(),
                     prev: Some(prev),
-                };
-                self.record(event, events)?;
+                });
                 Ok(Ok(Some(kv)))
             }
             Request::Delete { key, expected } => {
-                let Some(prev) = self.get(key)? else {
-                    return Ok(Err(StoreError::NotFound(key.clone())));
+                let Some((create_revision, mod_revision)) = self.revisions(&key)? else {
+                    return Ok(Err(StoreError::NotFound(key)));
                 };
-                if let Some(expected) = *expected
-                    && prev.mod_revision != expected
+                if let Some(expected) = expected
+                    && mod_revision != expected
                 {
                     return Ok(Err(StoreError::Conflict {
-                        key: key.clone(),
+                        key,
                         expected,
-                        actual: prev.mod_revision,
+                        actual: mod_revision,
                     }));
                 }
-                *revision += 1;
+                let prev_value = self.value_at(&key, mod_revision)?;
+                let revision = state.revision + 1;
                 self.kv
                     .remove(key.as_str())
                     .map_err(backend_error("deleting a key"))?;
+                self.record(
+                    revision,
+                    Entry {
+                        kind: EventKind::Delete,
+                        prev_revision: mod_revision,
+                        create_revision,
+                        key: &key,
+                        value: &[],
+                    },
+                    &mut state.scratch,
+                )?;
+                state.revision = revision;
+                let prev = KeyValue {
+                    key,
+                    value: prev_value,
+                    create_revision,
+                    mod_revision,
+                };
                 let kv = KeyValue {
-                    mod_revision: *revision,
+                    mod_revision: revision,
                     ..prev.clone()
                 };
-                let event = WatchEvent {
+                state.events.push(WatchEvent {
                     kind: EventKind::Delete,
-                    revision: *revision,
+                    revision,
                     kv: kv.clone(),
                     prev: Some(prev),
-                };
-                self.record(event, events)?;
+                });
                 Ok(Ok(Some(kv)))
             }
             Request::Compact { revision: target } => {
-                if *target > *revision {
+                if target > state.revision {
                     return Ok(Err(StoreError::FutureRevision {
-                        requested: *target,
-                        current: *revision,
+                        requested: target,
+                        current: state.revision,
                     }));
                 }
-                if *target > *compacted {
-                    self.log
-                        .retain_in(..=*target, |_, _| false)
-                        .map_err(backend_error("compacting the history"))?;
-                    *compacted = *target;
+                if target > state.compacted {
+                    self.compact(state.compacted, target)?;
+                    state.compacted = target;
                 }
                 Ok(Ok(None))
             }
         }
     }
 
-    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+    /// The create and mod revisions of a live key.
+    fn revisions(&self, key: &str) -> Result<Option<(Revision, Revision)>> {
         let found = self.kv.get(key).map_err(backend_error("reading a key"))?;
-        found.map(|value| decode_kv(key, value.value())).transpose()
+        found
+            .map(|entry| decode_revisions(entry.value()))
+            .transpose()
     }
 
-    fn put(&mut self, kv: &KeyValue) -> Result<()> {
-        let encoded = encode_kv(kv);
+    /// The value a key was given at `revision` (a create or update of it).
+    fn value_at(&self, key: &str, revision: Revision) -> Result<Vec<u8>> {
+        let found = self
+            .log
+            .get(revision)
+            .map_err(backend_error("reading a key's value"))?;
+        let entry = found.ok_or_else(|| missing_entry(key, revision))?;
+        Ok(decode_entry(revision, entry.value())?.value.to_vec())
+    }
+
+    fn write(
+        &mut self,
+        key: &str,
+        create_revision: Revision,
+        mod_revision: Revision,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        scratch.clear();
+        scratch.extend_from_slice(&create_revision.to_le_bytes());
+        scratch.extend_from_slice(&mod_revision.to_le_bytes());
         self.kv
-            .insert(kv.key.as_str(), encoded.as_slice())
+            .insert(key, scratch.as_slice())
             .map_err(backend_error("writing a key"))?;
         Ok(())
     }
 
-    fn record(&mut self, event: WatchEvent, events: &mut Vec<WatchEvent>) -> Result<()> {
-        let encoded = encode_event(&event);
+    fn record(
+        &mut self,
+        revision: Revision,
+        entry: Entry<'_>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        scratch.clear();
+        entry.encode(scratch);
         self.log
-            .insert(event.revision, encoded.as_slice())
+            .insert(revision, scratch.as_slice())
             .map_err(backend_error("appending to the history"))?;
-        events.push(event);
         Ok(())
     }
+
+    /// Compacts the history from `from` (the revision it is compacted up to now) up to `to`, keeping,
+    /// as etcd does, each key's last entry up to `to` unless it is a delete: it holds the key's current
+    /// value, or the previous value of the key's first event after `to`. So every later entry's previous
+    /// value stays readable. An entry is superseded by the next one of its key, which names it as its
+    /// previous revision; only the entries in `(from, to]` are read.
+    fn compact(&mut self, from: Revision, to: Revision) -> Result<()> {
+        let doing = "compacting the history";
+        let mut obsolete = Vec::new();
+        for item in self
+            .log
+            .range(from + 1..=to)
+            .map_err(backend_error(doing))?
+        {
+            let (revision, entry) = item.map_err(backend_error(doing))?;
+            let (kind, prev_revision) = decode_entry_head(revision.value(), entry.value())?;
+            if prev_revision != 0 {
+                obsolete.push(prev_revision);
+            }
+            if kind == EventKind::Delete {
+                obsolete.push(revision.value());
+            }
+        }
+        for revision in obsolete {
+            self.log.remove(revision).map_err(backend_error(doing))?;
+        }
+        Ok(())
+    }
+}
+
+fn missing_entry(key: &str, revision: Revision) -> StoreError {
+    StoreError::Backend(format!(
+        "reading {key}: history entry {revision}, which holds its value, is missing"
+    ))
 }
 
 /// Reads the history for watchers without keeping the database open.
@@ -449,9 +673,9 @@ impl History for EmbeddedHistory {
                 .map_err(backend_error("reading the history"))?;
             entries
                 .take(limit)
-                .map(|entry| {
-                    let (revision, event) = entry.map_err(backend_error("reading the history"))?;
-                    decode_event(revision.value(), event.value())
+                .map(|item| {
+                    let (revision, entry) = item.map_err(backend_error("reading the history"))?;
+                    event_at(&log, revision.value(), entry.value())
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -465,15 +689,20 @@ impl Backend for EmbeddedBackend {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
         self.read("reading a key", move |txn| {
-            let kv = txn
-                .open_table(KV)
-                .map_err(backend_error("opening the kv table"))?;
+            let (kv, log) = open_tables(txn)?;
             let found = kv
                 .get(key.as_str())
                 .map_err(backend_error("reading a key"))?;
-            found
-                .map(|value| decode_kv(&key, value.value()))
-                .transpose()
+            let Some(revisions) = found else {
+                return Ok(None);
+            };
+            let (create_revision, mod_revision) = decode_revisions(revisions.value())?;
+            Ok(Some(KeyValue {
+                value: stored_value(&log, &key, mod_revision)?,
+                key,
+                create_revision,
+                mod_revision,
+            }))
         })
         .await
     }
@@ -485,33 +714,41 @@ impl Backend for EmbeddedBackend {
                 .open_table(META)
                 .map_err(backend_error("opening the meta table"))?;
             let revision = meta_value(&meta, META_REVISION)?;
-            let kv = txn
-                .open_table(KV)
-                .map_err(backend_error("opening the kv table"))?;
+            let (kv, log) = open_tables(txn)?;
+            let doing = "listing keys";
             let start = watch::list_start(&options.prefix, options.start_after.as_deref());
             let range = kv
                 .range::<&str>((start, Bound::Unbounded))
-                .map_err(backend_error("listing keys"))?;
-            let mut failure = None;
-            let matching = range
-                .map_while(|entry| match entry {
-                    Ok((key, value)) => {
-                        let key = key.value();
-                        key.starts_with(&options.prefix)
-                            .then(|| decode_kv(key, value.value()))
-                    }
-                    Err(err) => Some(Err(StoreError::Backend(format!("listing keys: {err}")))),
-                })
-                .map_while(|item| item.map_err(|err| failure = Some(err)).ok());
-            let (items, more) = watch::page(matching, options.limit);
-            match failure {
-                Some(err) => Err(err),
-                None => Ok(ListResult {
-                    items,
-                    revision,
-                    more,
-                }),
+                .map_err(backend_error(doing))?;
+            let wanted = match options.limit {
+                Some(limit) if limit > 0 => limit,
+                _ => usize::MAX,
+            };
+            let mut items = Vec::new();
+            let mut more = false;
+            for item in range {
+                let (key, revisions) = item.map_err(backend_error(doing))?;
+                let key = key.value();
+                if !key.starts_with(&options.prefix) {
+                    break;
+                }
+                if items.len() == wanted {
+                    more = true;
+                    break;
+                }
+                let (create_revision, mod_revision) = decode_revisions(revisions.value())?;
+                items.push(KeyValue {
+                    key: key.to_owned(),
+                    value: stored_value(&log, key, mod_revision)?,
+                    create_revision,
+                    mod_revision,
+                });
             }
+            Ok(ListResult {
+                items,
+                revision,
+                more,
+            })
         })
         .await
     }
@@ -604,66 +841,119 @@ impl Backend for EmbeddedBackend {
     }
 }
 
-// ---- encoding ----
+// ---- reading ----
 
-fn encode_kv(kv: &KeyValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + kv.value.len());
-    out.extend_from_slice(&kv.create_revision.to_le_bytes());
-    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
-    out.extend_from_slice(&kv.value);
-    out
+type ReadTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
+type ReadLog = redb::ReadOnlyTable<i64, &'static [u8]>;
+
+fn open_tables(txn: &ReadTransaction) -> Result<(ReadTable, ReadLog)> {
+    let kv = txn
+        .open_table(KV)
+        .map_err(backend_error("opening the kv table"))?;
+    let log = txn
+        .open_table(LOG)
+        .map_err(backend_error("opening the history table"))?;
+    Ok((kv, log))
 }
 
-fn decode_kv(key: &str, bytes: &[u8]) -> Result<KeyValue> {
+/// The value `key` was given at `revision`, from the history entry of that revision.
+fn stored_value(
+    log: &impl ReadableTable<i64, &'static [u8]>,
+    key: &str,
+    revision: Revision,
+) -> Result<Vec<u8>> {
+    let found = log
+        .get(revision)
+        .map_err(backend_error("reading a key's value"))?;
+    let entry = found.ok_or_else(|| missing_entry(key, revision))?;
+    Ok(decode_entry(revision, entry.value())?.value.to_vec())
+}
+
+/// The watch event of the history entry of `revision`; the previous value of an update or delete comes
+/// from the entry it names.
+fn event_at(
+    log: &impl ReadableTable<i64, &'static [u8]>,
+    revision: Revision,
+    bytes: &[u8],
+) -> Result<WatchEvent> {
+    let entry = decode_entry(revision, bytes)?;
+    let key = entry.key.to_owned();
+    let prev = match entry.kind {
+        EventKind::Create => None,
+        EventKind::Update | EventKind::Delete => Some(KeyValue {
+            value: stored_value(log, &key, entry.prev_revision)?,
+            key: key.clone(),
+            create_revision: entry.create_revision,
+            mod_revision: entry.prev_revision,
+        }),
+    };
+    let value = match (entry.kind, &prev) {
+        (EventKind::Delete, Some(prev)) => prev.value.clone(),
+        _ => entry.value.to_vec(),
+    };
+    Ok(WatchEvent {
+        kind: entry.kind,
+        revision,
+        kv: KeyValue {
+            key,
+            value,
+            create_revision: entry.create_revision,
+            mod_revision: revision,
+        },
+        prev,
+    })
+}
+
+// ---- encoding ----
+
+fn decode_revisions(bytes: &[u8]) -> Result<(Revision, Revision)> {
     let mut reader = Reader {
         bytes,
         what: "a stored key",
     };
-    Ok(KeyValue {
-        key: key.to_owned(),
-        create_revision: reader.i64()?,
-        mod_revision: reader.i64()?,
-        value: reader.rest().to_vec(),
-    })
+    let revisions = (reader.i64()?, reader.i64()?);
+    if !reader.bytes.is_empty() {
+        return Err(StoreError::Backend(
+            "decoding a stored key: unexpected trailing data".into(),
+        ));
+    }
+    Ok(revisions)
 }
 
 const KIND_CREATE: u8 = 0;
 const KIND_UPDATE: u8 = 1;
 const KIND_DELETE: u8 = 2;
 
-/// `kind u8, key (u32 length + bytes), create_revision i64, value (u32 length + bytes; empty for a
-/// delete, whose value is the previous one), has_prev u8, [prev create i64, prev mod i64, prev value]`.
-fn encode_event(event: &WatchEvent) -> Vec<u8> {
-    let prev_len = event.prev.as_ref().map_or(0, |prev| prev.value.len() + 20);
-    let mut out = Vec::with_capacity(30 + event.kv.key.len() + event.kv.value.len() + prev_len);
-    let (kind, value): (u8, &[u8]) = match event.kind {
-        EventKind::Create => (KIND_CREATE, &event.kv.value),
-        EventKind::Update => (KIND_UPDATE, &event.kv.value),
-        EventKind::Delete => (KIND_DELETE, &[]),
-    };
-    out.push(kind);
-    put_bytes(&mut out, event.kv.key.as_bytes());
-    out.extend_from_slice(&event.kv.create_revision.to_le_bytes());
-    put_bytes(&mut out, value);
-    match &event.prev {
-        Some(prev) => {
-            out.push(1);
-            out.extend_from_slice(&prev.create_revision.to_le_bytes());
-            out.extend_from_slice(&prev.mod_revision.to_le_bytes());
-            put_bytes(&mut out, &prev.value);
-        }
-        None => out.push(0),
+/// One history entry: `kind u8, prev_revision i64 (0 for a create), create_revision i64, key (u32 length
+/// + bytes), value (the rest; empty for a delete)`. The previous value of an update or delete is the value
+/// of the entry at `prev_revision`.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry<'a> {
+    kind: EventKind,
+    prev_revision: Revision,
+    create_revision: Revision,
+    key: &'a str,
+    value: &'a [u8],
+}
+
+impl Entry<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(21 + self.key.len() + self.value.len());
+        out.push(match self.kind {
+            EventKind::Create => KIND_CREATE,
+            EventKind::Update => KIND_UPDATE,
+            EventKind::Delete => KIND_DELETE,
+        });
+        out.extend_from_slice(&self.prev_revision.to_le_bytes());
+        out.extend_from_slice(&self.create_revision.to_le_bytes());
+        // Keys are far below 4 GiB.
+        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(self.value);
     }
-    out
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Keys and values are far below 4 GiB (redb itself limits values to 3 GiB).
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn decode_event(revision: Revision, bytes: &[u8]) -> Result<WatchEvent> {
+fn decode_entry_head(revision: Revision, bytes: &[u8]) -> Result<(EventKind, Revision)> {
     let mut reader = Reader {
         bytes,
         what: "a history entry",
@@ -678,36 +968,33 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Result<WatchEvent> {
             )));
         }
     };
-    let key = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| {
+    let prev_revision = reader.i64()?;
+    if (kind == EventKind::Create) != (prev_revision == 0) {
+        return Err(StoreError::Backend(format!(
+            "decoding history entry {revision}: {kind:?} with previous revision {prev_revision}"
+        )));
+    }
+    Ok((kind, prev_revision))
+}
+
+fn decode_entry(revision: Revision, bytes: &[u8]) -> Result<Entry<'_>> {
+    let (kind, prev_revision) = decode_entry_head(revision, bytes)?;
+    let mut reader = Reader {
+        bytes: &bytes[9..],
+        what: "a history entry",
+    };
+    let create_revision = reader.i64()?;
+    let key = std::str::from_utf8(reader.bytes()?).map_err(|_| {
         StoreError::Backend(format!(
             "decoding history entry {revision}: key is not UTF-8"
         ))
     })?;
-    let create_revision = reader.i64()?;
-    let value = reader.bytes()?.to_vec();
-    let prev = match reader.u8()? {
-        0 => None,
-        _ => Some(KeyValue {
-            key: key.clone(),
-            create_revision: reader.i64()?,
-            mod_revision: reader.i64()?,
-            value: reader.bytes()?.to_vec(),
-        }),
-    };
-    let value = match (kind, &prev) {
-        (EventKind::Delete, Some(prev)) => prev.value.clone(),
-        _ => value,
-    };
-    Ok(WatchEvent {
+    Ok(Entry {
         kind,
-        revision,
-        kv: KeyValue {
-            key,
-            value,
-            create_revision,
-            mod_revision: revision,
-        },
-        prev,
+        prev_revision,
+        create_revision,
+        key,
+        value: reader.rest(),
     })
 }
 
@@ -753,65 +1040,101 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_round_trip_through_the_log_encoding() {
-        let v1 = KeyValue {
-            key: "/k".into(),
-            value: b"one".to_vec(),
-            create_revision: 3,
-            mod_revision: 3,
-        };
-        let v2 = KeyValue {
-            value: b"two".to_vec(),
-            mod_revision: 5,
-            ..v1.clone()
-        };
-        let events = [
-            WatchEvent {
+    fn history_entries_round_trip() {
+        let entries = [
+            Entry {
                 kind: EventKind::Create,
-                revision: 3,
-                kv: v1.clone(),
-                prev: None,
+                prev_revision: 0,
+                create_revision: 3,
+                key: "/k",
+                value: b"one",
             },
-            WatchEvent {
+            Entry {
                 kind: EventKind::Update,
-                revision: 5,
-                kv: v2.clone(),
-                prev: Some(v1),
+                prev_revision: 3,
+                create_revision: 3,
+                key: "/k",
+                value: b"two",
             },
-            WatchEvent {
+            Entry {
                 kind: EventKind::Delete,
-                revision: 9,
-                kv: KeyValue {
-                    mod_revision: 9,
-                    ..v2.clone()
-                },
-                prev: Some(v2),
+                prev_revision: 5,
+                create_revision: 3,
+                key: "/k",
+                value: b"",
             },
         ];
-        for event in events {
-            assert_eq!(
-                decode_event(event.revision, &encode_event(&event)).unwrap(),
-                event
-            );
+        for entry in entries {
+            let mut encoded = Vec::new();
+            entry.encode(&mut encoded);
+            assert_eq!(decode_entry(7, &encoded).unwrap(), entry);
         }
     }
 
     #[test]
     fn truncated_entries_are_errors_not_panics() {
-        let kv = KeyValue {
-            key: "/k".into(),
-            value: b"v".to_vec(),
+        let mut encoded = Vec::new();
+        Entry {
+            kind: EventKind::Update,
+            prev_revision: 1,
             create_revision: 1,
-            mod_revision: 1,
-        };
-        let encoded = encode_event(&WatchEvent {
-            kind: EventKind::Create,
-            revision: 1,
-            kv,
-            prev: None,
-        });
+            key: "/key",
+            value: b"",
+        }
+        .encode(&mut encoded);
         for len in 0..encoded.len() {
-            assert!(decode_event(1, &encoded[..len]).is_err(), "length {len}");
+            assert!(decode_entry(2, &encoded[..len]).is_err(), "length {len}");
+        }
+        assert!(decode_revisions(&[0; 15]).is_err());
+        assert!(decode_revisions(&[0; 17]).is_err());
+    }
+
+    #[tokio::test]
+    async fn compaction_leaves_one_entry_per_live_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedBackend::open(&dir.path().join("db")).unwrap();
+        let mut live = Vec::new();
+        for i in 0..20 {
+            let key = format!("/k{i:02}");
+            let mut kv = store.create(&key, b"0".to_vec()).await.unwrap();
+            for round in 1..=i % 4 {
+                kv = store
+                    .update(&key, vec![b'0' + round as u8], kv.mod_revision)
+                    .await
+                    .unwrap();
+            }
+            if i % 5 == 0 {
+                store.delete(&key, None).await.unwrap();
+            } else {
+                live.push(kv);
+            }
+            if i % 7 == 0 {
+                let current = store.current_revision().await.unwrap();
+                store.compact(current).await.unwrap();
+            }
+        }
+        let current = store.current_revision().await.unwrap();
+        store.compact(current).await.unwrap();
+        let log_revisions = store
+            .read("counting the history", |txn| {
+                let (_, log) = open_tables(txn)?;
+                log.iter()
+                    .map_err(backend_error("reading the history"))?
+                    .map(|item| {
+                        Ok(item
+                            .map_err(backend_error("reading the history"))?
+                            .0
+                            .value())
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+            .unwrap();
+        let mut expected: Vec<Revision> = live.iter().map(|kv| kv.mod_revision).collect();
+        expected.sort();
+        assert_eq!(log_revisions, expected);
+        for kv in &live {
+            assert_eq!(store.get(&kv.key).await.unwrap().as_ref(), Some(kv));
         }
     }
 }

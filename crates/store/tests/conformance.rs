@@ -111,6 +111,7 @@ conformance!(
     concurrent_writers_are_acknowledged_and_watched_once,
     slow_watcher_misses_nothing,
     compaction_fails_older_watches,
+    repeated_compactions_keep_values_and_previous_values,
     future_revision_is_refused,
 );
 
@@ -393,18 +394,45 @@ async fn list_paginates(b: B) -> anyhow::Result<()> {
 /// with and without a limit.
 async fn large_lists_are_complete(b: B) -> anyhow::Result<()> {
     let value = vec![b'v'; 8 * 1024];
-    let futures: Vec<_> = (0..1200).map(|i| {
-        let (b, value) = (b.clone(), value.clone());
-        async move { b.create(&pod(&format!("big/p{i:04}")), value).await }
-    }).collect();
+    let futures: Vec<_> = (0..1200)
+        .map(|i| {
+            let (b, value) = (b.clone(), value.clone());
+            async move { b.create(&pod(&format!("big/p{i:04}")), value).await }
+        })
+        .collect();
     for r in futures::future::join_all(futures).await {
         r?;
     }
-    let all = b.list(&ListOptions { prefix: pod("big/"), start_after: None, limit: None }).await?;
-    anyhow::ensure!(all.items.len() == 1200 && !all.more, "listed {} (more: {})", all.items.len(), all.more);
-    anyhow::ensure!(all.items.windows(2).all(|w| w[0].key < w[1].key), "keys in order");
-    let some = b.list(&ListOptions { prefix: pod("big/"), start_after: None, limit: Some(700) }).await?;
-    anyhow::ensure!(some.items.len() == 700 && some.more, "listed {} (more: {})", some.items.len(), some.more);
+    let all = b
+        .list(&ListOptions {
+            prefix: pod("big/"),
+            start_after: None,
+            limit: None,
+        })
+        .await?;
+    anyhow::ensure!(
+        all.items.len() == 1200 && !all.more,
+        "listed {} (more: {})",
+        all.items.len(),
+        all.more
+    );
+    anyhow::ensure!(
+        all.items.windows(2).all(|w| w[0].key < w[1].key),
+        "keys in order"
+    );
+    let some = b
+        .list(&ListOptions {
+            prefix: pod("big/"),
+            start_after: None,
+            limit: Some(700),
+        })
+        .await?;
+    anyhow::ensure!(
+        some.items.len() == 700 && some.more,
+        "listed {} (more: {})",
+        some.items.len(),
+        some.more
+    );
     anyhow::ensure!(some.items[699].key == pod("big/p0699"));
     Ok(())
 }
@@ -728,6 +756,67 @@ async fn compaction_fails_older_watches(b: B) -> anyhow::Result<()> {
     let mut watch = b.watch(PODS, current).await?;
     let d = b.create(&pod("ns/d"), b"d".to_vec()).await?;
     assert_eq!(next_event(&mut watch).await?.kv, d);
+    Ok(())
+}
+
+async fn repeated_compactions_keep_values_and_previous_values(b: B) -> anyhow::Result<()> {
+    let a1 = b.create(&pod("ns/a"), b"a1".to_vec()).await?;
+    let k1 = b.create(&pod("ns/b"), b"b1".to_vec()).await?;
+    let c1 = b.create(&pod("ns/c"), b"c1".to_vec()).await?;
+    let a2 = b.update(&a1.key, b"a2".to_vec(), a1.mod_revision).await?;
+    b.delete(&k1.key, None).await?;
+    let k2 = b.create(&k1.key, b"b2".to_vec()).await?;
+    // Everything so far: a2, b2 and c1 are the last values, b1 and the delete are gone.
+    b.compact(k2.mod_revision).await?;
+    let first = b.compacted_revision().await?;
+
+    let c2 = b.update(&c1.key, b"c2".to_vec(), c1.mod_revision).await?;
+    let a3 = b.update(&a1.key, b"a3".to_vec(), a2.mod_revision).await?;
+    let c_gone = b.delete(&c1.key, Some(c2.mod_revision)).await?;
+    let d1 = b.create(&pod("ns/d"), b"d1".to_vec()).await?;
+    assert_eq!(c_gone.value, c2.value);
+
+    // The previous values of the first events after the compaction come from before it.
+    let mut watch = b.watch(PODS, first).await?;
+    let events = next_events(&mut watch, 4).await?;
+    assert_eq!(
+        summary(&events),
+        [
+            (EventKind::Update, c1.key.as_str(), c2.mod_revision),
+            (EventKind::Update, a1.key.as_str(), a3.mod_revision),
+            (EventKind::Delete, c1.key.as_str(), c_gone.mod_revision),
+            (EventKind::Create, d1.key.as_str(), d1.mod_revision),
+        ]
+    );
+    assert_eq!(events[0].prev.as_ref(), Some(&c1));
+    assert_eq!(events[1].prev.as_ref(), Some(&a2));
+    assert_eq!(events[2].kv, c_gone);
+    assert_eq!(events[2].prev.as_ref(), Some(&c2));
+
+    // A second compaction, past the updates of a and c.
+    b.compact(a3.mod_revision).await?;
+    let mut watch = b.watch(PODS, a3.mod_revision).await?;
+    let events = next_events(&mut watch, 2).await?;
+    assert_eq!(events[0].kv, c_gone);
+    assert_eq!(events[0].prev.as_ref(), Some(&c2));
+    assert_eq!(events[1].kv, d1);
+
+    // Compacting everything keeps every live value.
+    b.compact(b.current_revision().await?).await?;
+    for kv in [&a3, &k2, &d1] {
+        assert_eq!(b.get(&kv.key).await?.as_ref(), Some(kv));
+    }
+    assert_eq!(b.get(&c1.key).await?, None);
+    let list = b
+        .list(&ListOptions {
+            prefix: PODS.into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(list.items, [a3.clone(), k2.clone(), d1.clone()]);
+    let a4 = b.update(&a3.key, b"a4".to_vec(), a3.mod_revision).await?;
+    let mut watch = b.watch(PODS, a4.mod_revision - 1).await?;
+    assert_eq!(next_event(&mut watch).await?.prev.as_ref(), Some(&a3));
     Ok(())
 }
 
