@@ -189,13 +189,15 @@ fn report_writer(name: &str, stats: &WriterStats) {
     }
     let per_batch = |d: Duration| d.as_secs_f64() * 1000.0 / stats.batches as f64;
     eprintln!(
-        "  {name}: {} batches, mean {:.1} ops (largest so far {}); per batch (ms): idle {:.3}, apply {:.3}, \
-         commit {:.3}, answer {:.3}",
+        "  {name}: {} batches, mean {:.1} ops (largest so far {}); per batch (ms): idle {:.3}, gather {:.3} \
+         (of which waiting for writers {:.3}; {} waits expired), commit {:.3}, answer {:.3}",
         stats.batches,
         stats.operations as f64 / stats.batches as f64,
         stats.largest_batch,
         per_batch(stats.idle),
-        per_batch(stats.apply),
+        per_batch(stats.gather),
+        per_batch(stats.linger),
+        stats.lingers_expired,
         per_batch(stats.commit),
         per_batch(stats.answer),
     );
