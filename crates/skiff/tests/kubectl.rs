@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{eventually, Etcd, Server, KUBECTL_131};
+use e2e::{eventually, Etcd, Server, KUBECTL_131, KUBECTL_132};
 use serde_json::Value;
 
 const APP: &str = r#"
@@ -320,21 +320,34 @@ fn restart_keeps_data_and_sigterm_stops_cleanly() {
 
 #[test]
 fn kubectl_131_works_too() {
+    older_kubectl_works(KUBECTL_131);
+}
+
+#[test]
+fn kubectl_132_works_too() {
+    older_kubectl_works(KUBECTL_132);
+}
+
+/// The core of the apply workflow with an older kubectl than the dispatcher picks.
+fn older_kubectl_works(binary: &str) {
     let s = Server::start();
     let run = |args: &[&str], stdin: Option<&str>| {
-        let out = s.kubectl_with(KUBECTL_131, args, stdin);
-        assert!(out.status.success(), "kubectl 1.31 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = s.kubectl_with(binary, args, stdin);
+        assert!(out.status.success(), "{binary} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let out = run(&["apply", "-f", "-"], Some(APP));
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let changed = APP.replace("nginx:1.27", "nginx:1.28");
     assert!(run(&["apply", "-f", "-"], Some(&changed)).contains("configured"));
+    let image = run(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image}"], None);
+    assert_eq!(image, "nginx:1.28");
     assert!(run(&["get", "deploy", "-n", "shop"], None).contains("web"));
-    run(&["create", "secret", "generic", "s131", "--from-literal=a=b"], None);
+    run(&["create", "secret", "generic", "older", "--from-literal=a=b"], None);
     run(&["scale", "deploy", "web", "-n", "shop", "--replicas=4"], None);
     assert!(run(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"], None).contains('4'));
-    run(&["delete", "secret", "s131"], None);
+    assert!(run(&["explain", "deployment.spec.replicas"], None).contains("replicas"));
+    run(&["delete", "secret", "older"], None);
 }
 
 #[test]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub const KUBECTL: &str = "kubectl";
 /// kubectl 1.31, installed beside the dispatcher.
 pub const KUBECTL_131: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.31";
+/// kubectl 1.32, installed beside the dispatcher.
+pub const KUBECTL_132: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
 /// Fails with the reason when the environment cannot run e2e tests (never a silent skip).
 pub fn require_environment() {
