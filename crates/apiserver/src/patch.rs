@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_api::resources::{self, ResourceInfo};
 use skiff_api::ApiError;
 
@@ -83,7 +83,7 @@ pub async fn serve(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool) 
         .server
         .registry
         .guaranteed_update(r, t.namespace.as_deref(), name, status, ctx.write_options(), &|old| {
-            let mut new = apply(ctx, r, kind, old, &patch)?;
+            let new = apply(ctx, r, kind, old, &patch)?;
             if new["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
@@ -96,13 +96,7 @@ pub async fn serve(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool) 
             let before: std::collections::HashSet<String> = schemas.unknown_fields(g, v, k, old).into_iter().collect();
             let added: Vec<String> = schemas.unknown_fields(g, v, k, &new).into_iter().filter(|f| !before.contains(f)).collect();
             *warnings.lock().expect("not poisoned") = body::field_validation(&directive, &added)?;
-            // A patch that does not set resourceVersion must not act as a precondition.
-            if new["metadata"].get("resourceVersion") == old["metadata"].get("resourceVersion") {
-                new["metadata"]["resourceVersion"] = json!(null);
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
-            }
+            // A resourceVersion the patch sets is a precondition; `guaranteed_update` checks it.
             Ok(new)
         })
         .await?;
