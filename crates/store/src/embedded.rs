@@ -1,14 +1,21 @@
 //! Embedded backend: redb in one file, with group commit through a single writer thread.
 //!
-//! Tables (store format 2):
-//! - `kv`: key → `create_revision (i64 LE) ++ mod_revision (i64 LE)` of every live key;
+//! Tables (store format 3):
 //! - `log`: revision → the write of that revision (kind, previous revision of the key, create revision,
 //!   key, value). A key's value is read from the `log` entry of its mod revision, and an event's previous
-//!   value from the entry of its previous revision, so each value is stored once. Keeping `kv` entries
-//!   small (16 bytes) halves the bytes each write dirties: with 1 KiB values, 3.9 KB written per create
-//!   instead of 9 KB, twice the commits/s at 64 writes per transaction;
-//! - `meta`: `"revision"` (current revision), `"compacted"` (revision history is compacted up to) and
-//!   `"format"`.
+//!   value from the entry of its previous revision, so each value is stored once;
+//! - `kv`: key → `create_revision (i64 LE) ++ mod_revision (i64 LE)` of every live key, as of the last
+//!   checkpoint (`meta["indexed"]`);
+//! - `meta`: `"revision"` (current revision), `"compacted"` (revision history is compacted up to),
+//!   `"indexed"` and `"format"`.
+//!
+//! A commit appends to `log` (new, adjacent pages) and does not touch `kv`: updating `kv` dirtied one
+//! scattered 4 KiB page per key written, more than the values themselves. The key changes since the last
+//! checkpoint are kept in memory (`index.rs`) and written to `kv` by a checkpoint, in the commit of the
+//! batch that brings them to [`CHECKPOINT_CHANGES`] and in every compaction; at open they are read back
+//! from `log`. Readers see their snapshot's `kv` overlaid with the pending changes up to their snapshot's
+//! revision. Measured with 1 KiB values and 64 creates per commit, raw redb: 33k creates/s with the value
+//! in both tables (9 KB written per create), 67k with it only in `log` (3.9 KB), 97k without `kv` (1.9 KB).
 //!
 //! Compaction keeps, like etcd's, each key's last entry up to the compacted revision unless it is a
 //! delete: it holds the key's value or the previous value of the key's next event.
@@ -27,12 +34,13 @@
 //! replay the `log` table, then follow the broadcast (see `watch.rs`). The history grows until the caller
 //! calls [`Backend::compact`]; nothing runs in the background.
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak, mpsc};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,9 @@ use redb::{
 use tokio::sync::{broadcast, oneshot};
 
 use crate::watch::{self, EventBatch, History};
+use index::{Change, KeyState, PendingIndex};
+
+mod index;
 use crate::{
     Backend, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, StoreError,
     WatchEvent, WatchStream,
@@ -54,12 +65,17 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 const META_FORMAT: &str = "format";
+const META_INDEXED: &str = "indexed";
 /// The layout of the tables (see the module documentation). Files without a format are from before
-/// values moved out of `kv` into `log`.
-const FORMAT: i64 = 2;
+/// values moved out of `kv` into `log`; format 2 updated `kv` in every commit (no checkpoints).
+const FORMAT: i64 = 3;
 
 /// The most operations the writer applies in one transaction.
 pub const MAX_BATCH: usize = 1024;
+
+/// How many key changes may wait in memory before a checkpoint writes them to the `kv` table. At open,
+/// up to this many `log` entries (plus one batch) are read back.
+pub const CHECKPOINT_CHANGES: usize = 2048;
 
 /// A [`Backend`] stored in one redb file. Dropping it stops the writer thread and closes the file.
 pub struct EmbeddedBackend {
@@ -76,7 +92,23 @@ struct Shared {
     /// The revision the history is compacted up to (a copy of `meta["compacted"]`).
     compacted: AtomicI64,
     events: broadcast::Sender<EventBatch>,
+    /// Key changes not in the `kv` table yet. The writer adds a batch's changes before committing it
+    /// and removes them after a checkpoint commits; a reader begins its read transaction while holding
+    /// this lock, so the changes it sees include every one its snapshot lacks in `kv`.
+    pending: RwLock<PendingIndex>,
     stats: StatsCounters,
+}
+
+impl Shared {
+    fn pending(&self) -> RwLockReadGuard<'_, PendingIndex> {
+        read_pending_lock(&self.pending)
+    }
+
+    fn pending_mut(&self) -> RwLockWriteGuard<'_, PendingIndex> {
+        self.pending
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What the writer thread has done since the store was opened (see [`EmbeddedBackend::writer_stats`]).
@@ -169,6 +201,14 @@ struct Op {
     reply: oneshot::Sender<Outcome>,
 }
 
+fn read_pending_lock(pending: &RwLock<PendingIndex>) -> RwLockReadGuard<'_, PendingIndex> {
+    // The writer changes the index in steps that each leave it consistent; keep serving after a panic
+    // elsewhere.
+    pending
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn backend_error<E: Display>(doing: &'static str) -> impl FnOnce(E) -> StoreError {
     move |err| StoreError::Backend(format!("{doing}: {err}"))
 }
@@ -183,12 +223,18 @@ impl EmbeddedBackend {
                 path.display()
             ))
         })?;
-        let (current, compacted) = init_tables(&db)?;
+        let Revisions {
+            current,
+            compacted,
+            indexed,
+        } = init_tables(&db)?;
+        let pending = read_pending(&db, indexed, current)?;
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             current: AtomicI64::new(current),
             compacted: AtomicI64::new(compacted),
             events: broadcast::channel(watch::BROADCAST_CAPACITY).0,
+            pending: RwLock::new(pending),
             stats: StatsCounters::default(),
         });
         let (ops, queue) = mpsc::channel();
@@ -233,12 +279,32 @@ impl EmbeddedBackend {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read<T: Send + 'static>(
+    /// Reads from a snapshot, with the pending key changes it must see: `view` picks them (given the
+    /// snapshot's revision) while the writer cannot change them, then `f` reads.
+    async fn read_indexed<V: Send + 'static, T: Send + 'static>(
         &self,
         doing: &'static str,
-        f: impl FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+        view: impl FnOnce(&PendingIndex, Revision) -> V + Send + 'static,
+        f: impl FnOnce(&ReadTransaction, Revision, V) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        read(self.db.clone(), doing, f).await
+        let db = self.db.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let (txn, revision, overlay) = {
+                // The writer adds a batch's changes before committing it and removes changes only after
+                // the checkpoint that wrote them to `kv` committed; beginning the transaction under the
+                // lock makes the changes seen here cover everything the snapshot's `kv` lacks.
+                let pending = shared.pending();
+                let txn = db.begin_read().map_err(backend_error(doing))?;
+                let meta = txn.open_table(META).map_err(backend_error(doing))?;
+                let revision = meta_value(&meta, META_REVISION)?;
+                let overlay = view(&pending, revision);
+                (txn, revision, overlay)
+            };
+            f(&txn, revision, overlay)
+        })
+        .await
+        .map_err(backend_error(doing))?
     }
 }
 
@@ -268,41 +334,83 @@ async fn read<T: Send + 'static>(
     .map_err(backend_error(doing))?
 }
 
+/// The revisions a store file records.
+struct Revisions {
+    /// The revision of the last write.
+    current: Revision,
+    /// The revision the history is compacted up to.
+    compacted: Revision,
+    /// The revision the `kv` table is up to date with (the last checkpoint).
+    indexed: Revision,
+}
+
 /// Creates the tables of a new file and reads the revisions of an existing one.
-fn init_tables(db: &Database) -> Result<(Revision, Revision)> {
+fn init_tables(db: &Database) -> Result<Revisions> {
     let doing = "initialising the store tables";
     let txn = db.begin_write().map_err(backend_error(doing))?;
     let revisions = {
         txn.open_table(KV).map_err(backend_error(doing))?;
         txn.open_table(LOG).map_err(backend_error(doing))?;
         let mut meta = txn.open_table(META).map_err(backend_error(doing))?;
-        let revisions = (
-            meta_value(&meta, META_REVISION)?,
-            meta_value(&meta, META_COMPACTED)?,
-        );
-        if revisions.0 == 0 {
+        let current = meta_value(&meta, META_REVISION)?;
+        if current == 0 {
             // A new file: the empty store is at the first revision, and its history starts after it.
-            meta.insert(META_REVISION, crate::EMPTY_STORE_REVISION)
-                .map_err(backend_error(doing))?;
-            meta.insert(META_COMPACTED, crate::EMPTY_STORE_REVISION)
-                .map_err(backend_error(doing))?;
-            meta.insert(META_FORMAT, FORMAT)
-                .map_err(backend_error(doing))?;
-            (crate::EMPTY_STORE_REVISION, crate::EMPTY_STORE_REVISION)
+            let first = crate::EMPTY_STORE_REVISION;
+            for (name, value) in [
+                (META_REVISION, first),
+                (META_COMPACTED, first),
+                (META_INDEXED, first),
+                (META_FORMAT, FORMAT),
+            ] {
+                meta.insert(name, value).map_err(backend_error(doing))?;
+            }
+            Revisions {
+                current: first,
+                compacted: first,
+                indexed: first,
+            }
         } else {
             let format = meta_value(&meta, META_FORMAT)?;
-            if format != FORMAT {
+            if format == 2 {
+                // Format 2 kept `kv` up to date with every commit.
+                meta.insert(META_INDEXED, current)
+                    .map_err(backend_error(doing))?;
+                meta.insert(META_FORMAT, FORMAT)
+                    .map_err(backend_error(doing))?;
+            } else if format != FORMAT {
                 return Err(StoreError::Backend(format!(
                     "{doing}: the file holds store format {} and this version reads format {FORMAT}; \
                      move it away to start with an empty store",
                     format.max(1)
                 )));
             }
-            revisions
+            Revisions {
+                current,
+                compacted: meta_value(&meta, META_COMPACTED)?,
+                indexed: meta_value(&meta, META_INDEXED)?,
+            }
         }
     };
     txn.commit().map_err(backend_error(doing))?;
     Ok(revisions)
+}
+
+/// Reads back the key changes after the last checkpoint from the history.
+fn read_pending(db: &Database, indexed: Revision, current: Revision) -> Result<PendingIndex> {
+    let doing = "reading the changes after the last checkpoint";
+    let txn = db.begin_read().map_err(backend_error(doing))?;
+    let log = txn.open_table(LOG).map_err(backend_error(doing))?;
+    let mut pending = PendingIndex::default();
+    for item in log
+        .range(indexed + 1..=current)
+        .map_err(backend_error(doing))?
+    {
+        let (revision, entry) = item.map_err(backend_error(doing))?;
+        let revision = revision.value();
+        let entry = decode_entry(revision, entry.value())?;
+        pending.record(entry.key, entry.change(revision));
+    }
+    Ok(pending)
 }
 
 fn meta_value(meta: &impl ReadableTable<&'static str, i64>, name: &str) -> Result<Revision> {
@@ -404,9 +512,11 @@ impl Writer<'_> {
             }
         };
         let started = Instant::now();
+        let committed_revision = self.shared.current.load(Ordering::SeqCst);
         let mut state = BatchState {
-            revision: self.shared.current.load(Ordering::SeqCst),
+            revision: committed_revision,
             compacted: self.shared.compacted.load(Ordering::SeqCst),
+            index: PendingIndex::default(),
             events: Vec::new(),
             replies: Vec::new(),
             outcomes: Vec::new(),
@@ -429,7 +539,11 @@ impl Writer<'_> {
             .largest_batch
             .fetch_max(answered as u64, Ordering::Relaxed);
         match committed {
-            Ok(()) => {
+            Ok(checkpoint) => {
+                if checkpoint {
+                    // The `kv` table now holds every change up to this batch's last revision.
+                    self.shared.pending_mut().forget_through(state.revision);
+                }
                 self.shared.current.store(state.revision, Ordering::SeqCst);
                 self.shared
                     .compacted
@@ -445,6 +559,8 @@ impl Writer<'_> {
             }
             Err(err) => {
                 tracing::error!("store write failed: {err}");
+                // The batch's changes may have been added to the pending index before the commit failed.
+                self.shared.pending_mut().forget_after(committed_revision);
                 let message = err.to_string();
                 for reply in state.replies {
                     let _ = reply.send(Err(StoreError::Backend(message.clone())));
@@ -456,24 +572,28 @@ impl Writer<'_> {
     }
 
     /// Begins a write transaction and applies `first` and the operations that follow it (see
-    /// [`Writer::next_op`]); returns what commits the transaction (or aborts it when every operation
-    /// was refused).
-    fn gather_and_commit<'s>(
+    /// [`Writer::next_op`]), checkpoints the key index when it is time, and adds the batch's key changes
+    /// to the pending index; returns what commits the transaction (or aborts it when every operation
+    /// was refused), which tells whether it was a checkpoint.
+    fn gather_and_commit(
         &mut self,
         first: Op,
         started: Instant,
-        state: &'s mut BatchState,
-    ) -> Result<impl FnOnce() -> Result<()> + use<'s>> {
+        state: &mut BatchState,
+    ) -> Result<impl FnOnce() -> Result<bool> + use<>> {
         let doing = "committing a batch of writes";
         let deadline = started + self.linger;
         let mut txn = self.db.begin_write().map_err(backend_error(doing))?;
         txn.set_durability(Durability::Immediate)
             .map_err(backend_error(doing))?;
         let compacted_before = state.compacted;
+        let changed;
+        let checkpoint;
         {
             let mut tables = Tables {
                 kv: txn.open_table(KV).map_err(backend_error(doing))?,
                 log: txn.open_table(LOG).map_err(backend_error(doing))?,
+                pending: &self.shared.pending,
             };
             let mut next = Some(first);
             while let Some(Op { request, reply }) = next {
@@ -482,7 +602,18 @@ impl Writer<'_> {
                 state.outcomes.push(outcome);
                 next = self.next_op(state.replies.len(), deadline);
             }
+            changed = !state.events.is_empty() || state.compacted != compacted_before;
+            // A compaction checkpoints too: it removes entries that the changes after the checkpoint
+            // would otherwise be read back from at open.
+            checkpoint = changed
+                && (state.compacted != compacted_before
+                    || self.shared.pending().len() + state.index.len() >= CHECKPOINT_CHANGES);
             let mut meta = txn.open_table(META).map_err(backend_error(doing))?;
+            if checkpoint {
+                tables.checkpoint(&state.index, &mut state.scratch)?;
+                meta.insert(META_INDEXED, state.revision)
+                    .map_err(backend_error(doing))?;
+            }
             meta.insert(META_REVISION, state.revision)
                 .map_err(backend_error(doing))?;
             if state.compacted != compacted_before {
@@ -490,14 +621,23 @@ impl Writer<'_> {
                     .map_err(backend_error(doing))?;
             }
         }
-        let changed = !state.events.is_empty() || state.compacted != compacted_before;
+        if changed {
+            // Before the commit, so that a reader whose snapshot has the commit sees these changes.
+            let mut pending = self.shared.pending_mut();
+            for (key, changes) in std::mem::take(&mut state.index).into_changes() {
+                for change in changes {
+                    pending.record(&key, change);
+                }
+            }
+        }
         Ok(move || {
             if changed {
-                txn.commit().map_err(backend_error(doing))
+                txn.commit().map_err(backend_error(doing))?;
             } else {
                 // Every operation was refused: nothing to make durable.
-                txn.abort().map_err(backend_error(doing))
+                txn.abort().map_err(backend_error(doing))?;
             }
+            Ok(checkpoint)
         })
     }
 }
@@ -508,6 +648,8 @@ struct BatchState {
     revision: Revision,
     /// The revision the history is compacted up to, counting compactions in this batch.
     compacted: Revision,
+    /// The key changes of the writes applied.
+    index: PendingIndex,
     /// The events of the writes applied, in revision order.
     events: Vec<WatchEvent>,
     /// Where to answer each operation taken, in order.
@@ -521,6 +663,7 @@ struct BatchState {
 struct Tables<'txn> {
     kv: Table<'txn, &'static str, &'static [u8]>,
     log: Table<'txn, i64, &'static [u8]>,
+    pending: &'txn RwLock<PendingIndex>,
 }
 
 impl Tables<'_> {
@@ -529,11 +672,17 @@ impl Tables<'_> {
     fn apply(&mut self, request: Request, state: &mut BatchState) -> Result<Outcome> {
         match request {
             Request::Create { key, value } => {
-                if self.revisions(&key)?.is_some() {
+                if self.revisions(&key, &state.index)?.is_some() {
                     return Ok(Err(StoreError::AlreadyExists(key)));
                 }
                 let revision = state.revision + 1;
-                self.write(&key, revision, revision, &mut state.scratch)?;
+                state.index.record(
+                    &key,
+                    Change {
+                        revision,
+                        state: Some((revision, revision)),
+                    },
+                );
                 self.record(
                     revision,
                     Entry {
@@ -565,7 +714,8 @@ impl Tables<'_> {
                 value,
                 expected,
             } => {
-                let Some((create_revision, mod_revision)) = self.revisions(&key)? else {
+                let Some((create_revision, mod_revision)) = self.revisions(&key, &state.index)?
+                else {
                     return Ok(Err(StoreError::NotFound(key)));
                 };
                 if mod_revision != expected {
@@ -577,7 +727,13 @@ impl Tables<'_> {
                 }
                 let prev_value = self.value_at(&key, mod_revision)?;
                 let revision = state.revision + 1;
-                self.write(&key, create_revision, revision, &mut state.scratch)?;
+                state.index.record(
+                    &key,
+                    Change {
+                        revision,
+                        state: Some((create_revision, revision)),
+                    },
+                );
                 self.record(
                     revision,
                     Entry {
@@ -611,7 +767,8 @@ impl Tables<'_> {
                 Ok(Ok(Some(kv)))
             }
             Request::Delete { key, expected } => {
-                let Some((create_revision, mod_revision)) = self.revisions(&key)? else {
+                let Some((create_revision, mod_revision)) = self.revisions(&key, &state.index)?
+                else {
                     return Ok(Err(StoreError::NotFound(key)));
                 };
                 if let Some(expected) = expected
@@ -625,9 +782,13 @@ impl Tables<'_> {
                 }
                 let prev_value = self.value_at(&key, mod_revision)?;
                 let revision = state.revision + 1;
-                self.kv
-                    .remove(key.as_str())
-                    .map_err(backend_error("deleting a key"))?;
+                state.index.record(
+                    &key,
+                    Change {
+                        revision,
+                        state: None,
+                    },
+                );
                 self.record(
                     revision,
                     Entry {
@@ -674,12 +835,40 @@ impl Tables<'_> {
         }
     }
 
-    /// The create and mod revisions of a live key.
-    fn revisions(&self, key: &str) -> Result<Option<(Revision, Revision)>> {
+    /// The create and mod revisions of a live key: from this batch's changes, the pending changes, or
+    /// the `kv` table.
+    fn revisions(&self, key: &str, batch: &PendingIndex) -> Result<KeyState> {
+        if let Some(state) = batch.latest(key) {
+            return Ok(state);
+        }
+        if let Some(state) = read_pending_lock(self.pending).latest(key) {
+            return Ok(state);
+        }
         let found = self.kv.get(key).map_err(backend_error("reading a key"))?;
         found
             .map(|entry| decode_revisions(entry.value()))
             .transpose()
+    }
+
+    /// Writes the latest state of every pending key, and of this batch's, to the `kv` table.
+    fn checkpoint(&mut self, batch: &PendingIndex, scratch: &mut Vec<u8>) -> Result<()> {
+        let pending = read_pending_lock(self.pending);
+        let older = pending
+            .latest_states()
+            .filter(|(key, _)| batch.latest(key).is_none());
+        for (key, state) in older.chain(batch.latest_states()) {
+            match state {
+                Some((create_revision, mod_revision)) => {
+                    self.write(key, create_revision, mod_revision, scratch)?
+                }
+                None => {
+                    self.kv
+                        .remove(key)
+                        .map_err(backend_error("checkpointing the key index"))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The value a key was given at `revision` (a create or update of it).
@@ -800,90 +989,107 @@ impl History for EmbeddedHistory {
 impl Backend for EmbeddedBackend {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
-        self.read("reading a key", move |txn| {
-            let (kv, log) = open_tables(txn)?;
-            let found = kv
-                .get(key.as_str())
-                .map_err(backend_error("reading a key"))?;
-            let Some(revisions) = found else {
-                return Ok(None);
-            };
-            let (create_revision, mod_revision) = decode_revisions(revisions.value())?;
-            Ok(Some(KeyValue {
-                value: stored_value(&log, &key, mod_revision)?,
-                key,
-                create_revision,
-                mod_revision,
-            }))
-        })
+        let view_key = key.clone();
+        self.read_indexed(
+            "reading a key",
+            move |pending, revision| pending.get_at(&view_key, revision),
+            move |txn, _, overlay| {
+                let (kv, log) = open_tables(txn)?;
+                let state = match overlay {
+                    Some(state) => state,
+                    None => {
+                        let found = kv
+                            .get(key.as_str())
+                            .map_err(backend_error("reading a key"))?;
+                        found.map(|v| decode_revisions(v.value())).transpose()?
+                    }
+                };
+                let Some((create_revision, mod_revision)) = state else {
+                    return Ok(None);
+                };
+                Ok(Some(KeyValue {
+                    value: stored_value(&log, &key, mod_revision)?,
+                    key,
+                    create_revision,
+                    mod_revision,
+                }))
+            },
+        )
         .await
     }
 
     async fn list(&self, options: &ListOptions) -> Result<ListResult> {
-        let options = options.clone();
-        self.read("listing keys", move |txn| {
-            let meta = txn
-                .open_table(META)
-                .map_err(backend_error("opening the meta table"))?;
-            let revision = meta_value(&meta, META_REVISION)?;
-            let (kv, log) = open_tables(txn)?;
-            let doing = "listing keys";
-            let start = watch::list_start(&options.prefix, options.start_after.as_deref());
-            let range = kv
-                .range::<&str>((start, Bound::Unbounded))
-                .map_err(backend_error(doing))?;
-            let wanted = match options.limit {
-                Some(limit) if limit > 0 => limit,
-                _ => usize::MAX,
-            };
-            let mut items = Vec::new();
-            let mut more = false;
-            for item in range {
-                let (key, revisions) = item.map_err(backend_error(doing))?;
-                let key = key.value();
-                if !key.starts_with(&options.prefix) {
-                    break;
-                }
-                if items.len() == wanted {
-                    more = true;
-                    break;
-                }
-                let (create_revision, mod_revision) = decode_revisions(revisions.value())?;
-                items.push(KeyValue {
-                    key: key.to_owned(),
-                    value: stored_value(&log, key, mod_revision)?,
-                    create_revision,
-                    mod_revision,
-                });
-            }
-            Ok(ListResult {
-                items,
-                revision,
-                more,
-            })
-        })
+        let options = Arc::new(options.clone());
+        let view_options = options.clone();
+        self.read_indexed(
+            "listing keys",
+            move |pending, revision| {
+                let start =
+                    watch::list_start(&view_options.prefix, view_options.start_after.as_deref());
+                pending.view(start, &view_options.prefix, revision)
+            },
+            move |txn, revision, overlay| {
+                let (kv, log) = open_tables(txn)?;
+                let start = watch::list_start(&options.prefix, options.start_after.as_deref());
+                let wanted = match options.limit {
+                    Some(limit) if limit > 0 => limit,
+                    _ => usize::MAX,
+                };
+                let mut items = Vec::new();
+                let mut more = false;
+                visit_keys(
+                    &kv,
+                    start,
+                    &options.prefix,
+                    &overlay,
+                    |key, create_revision, mod_revision| {
+                        if items.len() == wanted {
+                            more = true;
+                            return Ok(false);
+                        }
+                        items.push(KeyValue {
+                            key: key.to_owned(),
+                            value: stored_value(&log, key, mod_revision)?,
+                            create_revision,
+                            mod_revision,
+                        });
+                        Ok(true)
+                    },
+                )?;
+                Ok(ListResult {
+                    items,
+                    revision,
+                    more,
+                })
+            },
+        )
         .await
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
         let prefix = prefix.to_owned();
-        self.read("counting keys", move |txn| {
-            let kv = txn
-                .open_table(KV)
-                .map_err(backend_error("opening the kv table"))?;
-            let range = kv
-                .range::<&str>(prefix.as_str()..)
-                .map_err(backend_error("counting keys"))?;
-            let mut count = 0;
-            for entry in range {
-                let (key, _) = entry.map_err(backend_error("counting keys"))?;
-                if !key.value().starts_with(&prefix) {
-                    break;
-                }
-                count += 1;
-            }
-            Ok(count)
-        })
+        let view_prefix = prefix.clone();
+        self.read_indexed(
+            "counting keys",
+            move |pending, revision| {
+                pending.view(Bound::Included(&view_prefix), &view_prefix, revision)
+            },
+            move |txn, _, overlay| {
+                let (kv, _) = open_tables(txn)?;
+                let mut count = 0;
+                visit_keys(
+                    &kv,
+                    Bound::Included(&prefix),
+                    &prefix,
+                    &overlay,
+                    |_, _, _| {
+                        count += 1;
+                        Ok(true)
+                    },
+                )?;
+                Ok(count)
+            },
+        )
         .await
     }
 
@@ -968,6 +1174,52 @@ fn open_tables(txn: &ReadTransaction) -> Result<(ReadTable, ReadLog)> {
     Ok((kv, log))
 }
 
+/// Visits, in key order, every live key from `start` on that starts with `prefix`: the snapshot's `kv`
+/// table overlaid with the pending changes it must see (`overlay`, keys in the same range). `visit` says
+/// whether to go on.
+fn visit_keys(
+    kv: &ReadTable,
+    start: Bound<&str>,
+    prefix: &str,
+    overlay: &BTreeMap<String, KeyState>,
+    mut visit: impl FnMut(&str, Revision, Revision) -> Result<bool>,
+) -> Result<()> {
+    let doing = "listing keys";
+    let mut changed = overlay.iter().peekable();
+    let mut visit_state = |key: &str, state: &KeyState| match state {
+        Some((create_revision, mod_revision)) => visit(key, *create_revision, *mod_revision),
+        None => Ok(true),
+    };
+    for item in kv
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(backend_error(doing))?
+    {
+        let (key, revisions) = item.map_err(backend_error(doing))?;
+        let key = key.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        while let Some((changed_key, state)) = changed.next_if(|(k, _)| k.as_str() < key) {
+            if !visit_state(changed_key, state)? {
+                return Ok(());
+            }
+        }
+        let go_on = match changed.next_if(|(k, _)| k.as_str() == key) {
+            Some((_, state)) => visit_state(key, state)?,
+            None => visit_state(key, &Some(decode_revisions(revisions.value())?))?,
+        };
+        if !go_on {
+            return Ok(());
+        }
+    }
+    for (changed_key, state) in changed {
+        if !visit_state(changed_key, state)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The value `key` was given at `revision`, from the history entry of that revision.
 fn stored_value(
     log: &impl ReadableTable<i64, &'static [u8]>,
@@ -1049,6 +1301,15 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
+    /// The change to the key index that the entry of `revision` records.
+    fn change(&self, revision: Revision) -> Change {
+        let state = match self.kind {
+            EventKind::Create | EventKind::Update => Some((self.create_revision, revision)),
+            EventKind::Delete => None,
+        };
+        Change { revision, state }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(21 + self.key.len() + self.value.len());
         out.push(match self.kind {
@@ -1277,26 +1538,225 @@ mod tests {
         }
         let current = store.current_revision().await.unwrap();
         store.compact(current).await.unwrap();
-        let log_revisions = store
-            .read("counting the history", |txn| {
-                let (_, log) = open_tables(txn)?;
-                log.iter()
-                    .map_err(backend_error("reading the history"))?
-                    .map(|item| {
-                        Ok(item
-                            .map_err(backend_error("reading the history"))?
-                            .0
-                            .value())
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .await
-            .unwrap();
+        let log_revisions = read(store.db.clone(), "counting the history", |txn| {
+            let (_, log) = open_tables(txn)?;
+            log.iter()
+                .map_err(backend_error("reading the history"))?
+                .map(|item| {
+                    Ok(item
+                        .map_err(backend_error("reading the history"))?
+                        .0
+                        .value())
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .unwrap();
         let mut expected: Vec<Revision> = live.iter().map(|kv| kv.mod_revision).collect();
         expected.sort();
         assert_eq!(log_revisions, expected);
         for kv in &live {
             assert_eq!(store.get(&kv.key).await.unwrap().as_ref(), Some(kv));
+        }
+    }
+
+    /// The state of every key after applying `writes` (revision, key, value or `None` for a delete) up to
+    /// `revision`.
+    fn state_at(
+        writes: &[(Revision, String, Option<KeyValue>)],
+        revision: Revision,
+    ) -> Vec<KeyValue> {
+        let mut state = BTreeMap::new();
+        for (_, key, kv) in writes.iter().filter(|(r, _, _)| *r <= revision) {
+            match kv {
+                Some(kv) => state.insert(key.clone(), kv.clone()),
+                None => state.remove(key),
+            };
+        }
+        state.into_values().collect()
+    }
+
+    /// Creates, updates and deletes keys of its own (so nothing is refused) and returns every write.
+    async fn churn(
+        store: Arc<EmbeddedBackend>,
+        writer: usize,
+        writes: usize,
+    ) -> Vec<(Revision, String, Option<KeyValue>)> {
+        let mut live: Vec<Option<KeyValue>> = vec![None; 5];
+        let mut done = Vec::with_capacity(writes);
+        for i in 0..writes {
+            let slot = (i * 3 + writer) % live.len();
+            let key = format!("/c/w{writer:02}/k{slot}");
+            let value = format!("{writer}-{i}").into_bytes();
+            let written = match &live[slot] {
+                None => Some(store.create(&key, value).await.unwrap()),
+                Some(kv) if i % 4 == 0 => {
+                    let gone = store.delete(&key, Some(kv.mod_revision)).await.unwrap();
+                    done.push((gone.mod_revision, key, None));
+                    live[slot] = None;
+                    continue;
+                }
+                Some(kv) => Some(store.update(&key, value, kv.mod_revision).await.unwrap()),
+            };
+            let kv = written.unwrap();
+            done.push((kv.mod_revision, key, Some(kv.clone())));
+            live[slot] = Some(kv);
+        }
+        done
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_during_writes_checkpoints_and_compactions_see_one_revision() {
+        const WRITERS: usize = 16;
+        const WRITES: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Arc::new(EmbeddedBackend::open(&path).unwrap());
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..WRITERS {
+            writers.spawn(churn(store.clone(), writer, WRITES));
+        }
+        // Read while the writers run; compacting forces checkpoints in between.
+        let prefix = ListOptions {
+            prefix: "/c/".into(),
+            ..Default::default()
+        };
+        let mut lists = Vec::new();
+        let mut writes = Vec::new();
+        while !writers.is_empty() {
+            let list = store.list(&prefix).await.unwrap();
+            // A get sees a committed state too, at least as new as the list's.
+            for kv in list.items.iter().take(8) {
+                if let Some(now) = store.get(&kv.key).await.unwrap() {
+                    assert!(now.mod_revision >= kv.mod_revision);
+                }
+            }
+            let compact_to = list.revision - 20;
+            if compact_to > store.compacted_revision().await.unwrap() {
+                store.compact(compact_to).await.unwrap();
+            }
+            lists.push(list);
+            while let Some(done) = writers.try_join_next() {
+                writes.extend(done.unwrap());
+            }
+        }
+        assert_eq!(writes.len(), WRITERS * WRITES);
+        assert!(lists.len() > 1);
+        for list in &lists {
+            assert_eq!(
+                list.items,
+                state_at(&writes, list.revision),
+                "at {}",
+                list.revision
+            );
+        }
+        // More changes than a checkpoint waits for were made: some were checkpointed by count too.
+        assert!(store.shared.pending().len() < WRITERS * WRITES);
+
+        let current = store.current_revision().await.unwrap();
+        let expected = state_at(&writes, current);
+        assert_eq!(store.list(&prefix).await.unwrap().items, expected);
+        assert_eq!(store.count("/c/").await.unwrap(), expected.len() as u64);
+        // Reopening reads the changes after the last checkpoint back from the history.
+        let pending = store.shared.pending().len();
+        drop(store);
+        let store = EmbeddedBackend::open(&path).unwrap();
+        assert_eq!(store.shared.pending().len(), pending);
+        assert_eq!(store.current_revision().await.unwrap(), current);
+        assert_eq!(store.list(&prefix).await.unwrap().items, expected);
+        assert_eq!(store.count("/c/").await.unwrap(), expected.len() as u64);
+        for kv in &expected {
+            assert_eq!(store.get(&kv.key).await.unwrap().as_ref(), Some(kv));
+            store
+                .update(&kv.key, b"after".to_vec(), kv.mod_revision)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_key_index_survives_reopening_before_and_after_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut expected = BTreeMap::new();
+        for round in 0..3 {
+            let store = Arc::new(EmbeddedBackend::open(&path).unwrap());
+            // Round 0 stays under the checkpoint threshold (everything is read back at the next open);
+            // round 1 passes it; round 2 deletes half of what is there.
+            let writes = if round == 1 { CHECKPOINT_CHANGES } else { 300 };
+            let mut tasks = tokio::task::JoinSet::new();
+            for writer in 0..8 {
+                let store = store.clone();
+                let mut mine: Vec<KeyValue> = expected
+                    .values()
+                    .filter(|kv: &&KeyValue| kv.key.starts_with(&format!("/r/w{writer}/")))
+                    .cloned()
+                    .collect();
+                tasks.spawn(async move {
+                    let mut gone = Vec::new();
+                    if round == 2 {
+                        for kv in mine.iter().step_by(2) {
+                            store.delete(&kv.key, Some(kv.mod_revision)).await.unwrap();
+                            gone.push(kv.key.clone());
+                        }
+                        mine.retain(|kv| !gone.contains(&kv.key));
+                        return (mine, gone);
+                    }
+                    for i in 0..writes / 8 {
+                        let key = format!("/r/w{writer}/{:03}", i % 100);
+                        let value = format!("{round}-{i}").into_bytes();
+                        match mine.iter_mut().find(|kv| kv.key == key) {
+                            Some(kv) => {
+                                *kv = store.update(&key, value, kv.mod_revision).await.unwrap();
+                            }
+                            None => mine.push(store.create(&key, value).await.unwrap()),
+                        }
+                    }
+                    (mine, gone)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let (mine, gone) = done.unwrap();
+                for key in gone {
+                    expected.remove(&key);
+                }
+                for kv in mine {
+                    expected.insert(kv.key.clone(), kv);
+                }
+            }
+            let all = ListOptions {
+                prefix: "/r/".into(),
+                ..Default::default()
+            };
+            let listed = store.list(&all).await.unwrap().items;
+            assert_eq!(
+                listed,
+                expected.values().cloned().collect::<Vec<_>>(),
+                "round {round}"
+            );
+            drop(store);
+            let store = EmbeddedBackend::open(&path).unwrap();
+            let listed = store.list(&all).await.unwrap().items;
+            assert_eq!(
+                listed,
+                expected.values().cloned().collect::<Vec<_>>(),
+                "reopened after round {round}"
+            );
+            assert_eq!(store.count("/r/").await.unwrap(), expected.len() as u64);
+            let page = store
+                .list(&ListOptions {
+                    prefix: "/r/".into(),
+                    start_after: Some("/r/w3/".into()),
+                    limit: Some(10),
+                })
+                .await
+                .unwrap();
+            let after: Vec<&KeyValue> = expected
+                .values()
+                .filter(|kv| kv.key.as_str() > "/r/w3/")
+                .collect();
+            assert_eq!(page.items.iter().collect::<Vec<_>>(), after[..10]);
+            assert!(page.more);
         }
     }
 }
