@@ -8,10 +8,12 @@ use axum::body::Body;
 use futures::StreamExt;
 use http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
-use skiff_apiserver::{ApiServer, Config, UserInfo};
-use skiff_registry::{Registry, RegistryConfig};
+use skiff_apiserver::UserInfo;
+use skiff_registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+mod support;
 
 struct Api {
     router: axum::Router,
@@ -20,24 +22,8 @@ struct Api {
 }
 
 async fn api() -> Api {
-    let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
-    let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
-    let shutdown = CancellationToken::new();
-    let server = ApiServer::new(
-        Config { bookmark_interval: Duration::from_millis(200), ..Config::default() },
-        registry.clone(),
-        Arc::new(skiff_api::openapi::Schemas::load()),
-        Arc::new(skiff_api::protobuf::ProtobufDecoder::load().unwrap()),
-        shutdown.clone(),
-    );
-    skiff_apiserver::bootstrap::ensure_builtin_objects(
-        &registry,
-        &skiff_apiserver::bootstrap::Bootstrap { service_ip: "10.43.0.1".into(), endpoint_ip: "127.0.0.1".into(), port: 6443 },
-    )
-    .await
-    .unwrap();
-    let router = skiff_apiserver::with_identity(skiff_apiserver::router(server), UserInfo::new("tester", &["system:masters"]));
-    Api { router, shutdown, registry }
+    let server = support::start(UserInfo::new("tester", &["system:masters"])).await;
+    Api { router: server.router, shutdown: server.shutdown, registry: server.registry }
 }
 
 struct Reply {

@@ -16,10 +16,11 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use skiff_apiserver::{ApiServer, Config, UserInfo};
-use skiff_registry::{Registry, RegistryConfig};
+use skiff_apiserver::UserInfo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 /// Upper bound for anything that waits on the server; never a synchronisation delay.
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,29 +33,8 @@ struct Skiff {
 
 impl Skiff {
     async fn start() -> Skiff {
-        let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
-        let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
-        let shutdown = CancellationToken::new();
-        let server = ApiServer::new(
-            Config { bookmark_interval: Duration::from_millis(200), ..Config::default() },
-            registry.clone(),
-            Arc::new(skiff_api::openapi::Schemas::load()),
-            Arc::new(skiff_api::protobuf::ProtobufDecoder::load().unwrap()),
-            shutdown.clone(),
-        );
-        skiff_apiserver::bootstrap::ensure_builtin_objects(
-            &registry,
-            &skiff_apiserver::bootstrap::Bootstrap {
-                service_ip: "10.43.0.1".into(),
-                endpoint_ip: "127.0.0.1".into(),
-                port: 6443,
-            },
-        )
-        .await
-        .unwrap();
-        let router =
-            skiff_apiserver::with_identity(skiff_apiserver::router(server), UserInfo::new("kube-rs", &["system:masters"]));
-        Skiff { client: Client::new(router, "default"), shutdown }
+        let server = support::start(UserInfo::new("kube-rs", &["system:masters"])).await;
+        Skiff { client: Client::new(server.router, "default"), shutdown: server.shutdown }
     }
 
     fn api<K>(&self) -> Api<K>
