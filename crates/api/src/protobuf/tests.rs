@@ -132,14 +132,13 @@ fn captured_kubectl_secret() {
     assert_eq!(
         d.object,
         json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "s", "generateName": "", "namespace": "", "selfLink": "", "uid": "",
-                            "resourceVersion": "", "generation": 0, "creationTimestamp": null},
-               "data": {"a": "Yg=="}, "type": ""})
+               "metadata": {"name": "s", "generation": 0, "creationTimestamp": null},
+               "data": {"a": "Yg=="}})
     );
     let keys: Vec<&String> = d.object.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["apiVersion", "kind", "metadata", "data", "type"],
+        ["apiVersion", "kind", "metadata", "data"],
         "apiVersion/kind first, then field order"
     );
     let secret: k8s_openapi::api::core::v1::Secret = typed(d.object);
@@ -173,7 +172,7 @@ fn configmap_with_binary_data_and_labels() {
 }
 
 #[test]
-fn namespace_keeps_zero_values() {
+fn namespace_keeps_zero_numbers_and_drops_empty_strings() {
     let dec = decoder();
     let b = body(
         &dec,
@@ -186,7 +185,7 @@ fn namespace_keeps_zero_values() {
     assert_eq!(d.object["metadata"]["name"], "team-a");
     assert_eq!(d.object["metadata"]["generation"], 0);
     assert_eq!(d.object["spec"], json!({}));
-    assert_eq!(d.object["status"], json!({"phase": ""}));
+    assert_eq!(d.object["status"], json!({}), "Go writes unset strings; Kubernetes JSON omits them");
 }
 
 fn deployment_body(dec: &ProtobufDecoder) -> Vec<u8> {
@@ -236,7 +235,7 @@ fn deployment_with_containers_quantities_and_int_or_string() {
     assert_eq!(spec["replicas"], 3);
     assert_eq!(
         spec["strategy"],
-        json!({"type": "", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}})
+        json!({"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}})
     );
     let c = &spec["template"]["spec"]["containers"][0];
     assert_eq!(
@@ -320,8 +319,7 @@ fn self_subject_access_review() {
     assert_eq!(d.object["apiVersion"], "authorization.k8s.io/v1");
     assert_eq!(
         d.object["spec"]["resourceAttributes"],
-        json!({"namespace": "default", "verb": "create", "group": "", "version": "", "resource": "pods",
-               "subresource": "", "name": ""})
+        json!({"namespace": "default", "verb": "create", "resource": "pods"})
     );
     assert_eq!(d.object["status"]["allowed"], false);
 }
@@ -360,7 +358,7 @@ fn job_with_probe_handler_and_volume_source_inline() {
     let probe = &pod["containers"][0]["livenessProbe"];
     assert_eq!(
         probe["httpGet"],
-        json!({"path": "/healthz", "port": "http", "host": "", "scheme": "HTTP"})
+        json!({"path": "/healthz", "port": "http", "scheme": "HTTP"})
     );
     assert!(probe.get("handler").is_none());
     assert_eq!(probe["periodSeconds"], 0);
@@ -950,4 +948,17 @@ fn load_is_fast_enough_and_complete() {
         elapsed < std::time::Duration::from_secs(5),
         "load took {elapsed:?}"
     );
+}
+
+#[test]
+fn empty_strings_stay_in_maps_and_where_they_mean_something() {
+    let dec = decoder();
+    let cm = body(&dec, "v1", "ConfigMap", "api.core.v1.ConfigMap", json!({"metadata": meta("c"), "data": {"empty": "", "k": "v"}}));
+    let d = dec.decode(&cm).unwrap();
+    assert_eq!(d.object["data"], json!({"empty": "", "k": "v"}));
+    assert!(d.object["metadata"].get("namespace").is_none());
+    let pvc = body(&dec, "v1", "PersistentVolumeClaim", "api.core.v1.PersistentVolumeClaim",
+        json!({"metadata": meta("p"), "spec": {"storageClassName": "", "volumeName": ""}}));
+    let d = dec.decode(&pvc).unwrap();
+    assert_eq!(d.object["spec"], json!({"storageClassName": ""}), "an explicit empty class means no class");
 }

@@ -105,6 +105,9 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let name = json_name(&field);
+            if is_unset_string(&name, value) {
+                continue;
+            }
             let child = join(path, &name);
             let json = self.field(&field, value, &child)?;
             object.insert(name, json);
@@ -293,6 +296,14 @@ impl<'a> Walker<'a> {
 }
 
 /// Whether `field` is a `json:",inline"` embedding.
+/// Go's marshaller writes every non-pointer string field, set or not; Kubernetes' JSON leaves such
+/// empty strings out (`omitempty`). A `""` in a message field is therefore dropped, except where an
+/// explicit empty string (a set `*string`) means something: `storageClassName: ""` asks for no class.
+/// Map values are not fields and keep their empty strings.
+fn is_unset_string(json_name: &str, value: &Value) -> bool {
+    matches!(value, Value::String(s) if s.is_empty()) && json_name != "storageClassName"
+}
+
 fn is_inline(field: &FieldDescriptor) -> bool {
     let Kind::Message(m) = field.kind() else {
         return false;
