@@ -19,12 +19,23 @@ pub async fn serve(ctx: &Ctx, t: &Target, sub: &str, body: Body) -> Result<Respo
     let ns = t.namespace.as_deref();
     let method = &ctx.parts.method;
     match (sub, method) {
-        ("status", &Method::GET) => Ok(json_response(StatusCode::OK, &ctx.server.registry.get(t.r, ns, name).await?)),
+        ("status", &Method::GET) => {
+            let obj = ctx.server.registry.get(t.r, ns, name).await?;
+            if ctx.wants_table() {
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                return Ok(json_response(StatusCode::OK, &handlers::render_table(ctx, t.r, &[obj], &rv, true)));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
         ("status", &Method::PUT) => handlers::update(ctx, t, name, body, true).await,
         ("status", &Method::PATCH) => patch::serve(ctx, t, name, body, true).await,
         ("scale", &Method::GET) => {
             let obj = ctx.server.registry.get(t.r, ns, name).await?;
-            Ok(json_response(StatusCode::OK, &to_scale(&obj)))
+            let scale = to_scale(&obj);
+            if ctx.wants_table() {
+                return Ok(json_response(StatusCode::OK, &scale_table(&scale)));
+            }
+            Ok(json_response(StatusCode::OK, &scale))
         }
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => scale_write(ctx, t, name, body).await,
         ("binding", &Method::POST) => bind(ctx, t, name, body).await,
@@ -66,6 +77,27 @@ pub fn to_scale(obj: &Value) -> Value {
         "metadata": meta,
         "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
         "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// A Scale as a Table, with upstream's columns for `kubectl get --subresource=scale`.
+fn scale_table(scale: &Value) -> Value {
+    let col = |name: &str, ty: &str, format: &str, description: &str| {
+        json!({"name": name, "type": ty, "format": format, "description": description, "priority": 0})
+    };
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": scale["metadata"]["resourceVersion"]},
+        "columnDefinitions": [
+            col("Name", "string", "name", "Name must be unique within a namespace."),
+            col("Desired", "integer", "", "desired number of instances for the scaled object."),
+            col("Available", "integer", "", "actual number of observed instances of the scaled object."),
+        ],
+        "rows": [{
+            "cells": [scale["metadata"]["name"], scale["spec"]["replicas"], scale["status"]["replicas"]],
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": scale["metadata"]},
+        }],
     })
 }
 

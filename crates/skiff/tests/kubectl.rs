@@ -207,6 +207,8 @@ fn imperative_creates_scale_delete_and_wait() {
 
     let out = s.ok(&["scale", "deployment", "api", "-n", "tools", "--replicas=3"]);
     assert!(out.contains("scaled"), "{out}");
+    let scale = s.ok(&["get", "deployment", "api", "-n", "tools", "--subresource=scale"]);
+    assert!(scale.contains("DESIRED") && scale.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(1) == Some("3")), "{scale}");
     assert_eq!(s.get_json(&["deploy", "api", "-n", "tools"])["spec"]["replicas"], 3);
     s.ok(&["scale", "deployment", "api", "-n", "tools", "--replicas=1", "--current-replicas=3"]);
     assert_eq!(s.get_json(&["deploy", "api", "-n", "tools"])["spec"]["replicas"], 1);
