@@ -229,6 +229,18 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// Adds a cause (`details.causes[]`), as upstream does for refusals tied to one field.
+    pub fn with_cause(mut self, reason: &str, message: &str, field: &str) -> Self {
+        let details = self.details.get_or_insert_with(|| json!({}));
+        if !details["causes"].is_array() {
+            details["causes"] = json!([]);
+        }
+        if let Some(causes) = details["causes"].as_array_mut() {
+            causes.push(json!({"reason": reason, "message": message, "field": field}));
+        }
+        self
+    }
+
     /// The `Status` object that carries this error.
     pub fn to_status(&self) -> Value {
         let mut s = json!({

@@ -72,8 +72,6 @@ pub struct ListPage {
     pub resource_version: String,
     /// The token for the next page, empty when this is the last one.
     pub continue_token: String,
-    /// How many matching items were not returned, when known.
-    pub remaining: Option<i64>,
 }
 
 /// A page of a list as stored JSON, for [`Registry::list_raw`].
@@ -229,7 +227,7 @@ impl Registry {
     ) -> Result<ListPage, ApiError> {
         let (items, resource_version, continue_token) =
             self.list_map(r, namespace, limit, continue_token, &|o| keep(&o).then_some(o)).await?;
-        Ok(ListPage { items, resource_version, continue_token, remaining: None })
+        Ok(ListPage { items, resource_version, continue_token })
     }
 
     /// Lists objects, keeping what `map` makes of each (`None` drops it), so a caller that needs only
@@ -334,7 +332,7 @@ impl Registry {
                     Err(ApiError::forbidden(format!(
                         "unable to create new content in namespace {namespace} because it is being terminated"
                     ))
-                    .with_cause("NamespaceTerminating", namespace))
+                    .with_cause("NamespaceTerminating", namespace, "metadata.namespace"))
                 } else {
                     Ok(())
                 }
@@ -955,17 +953,6 @@ fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}{start}"))
 }
 
-impl ApiErrorExt for ApiError {
-    fn with_cause(mut self, reason: &str, message: &str) -> Self {
-        let details = self.details.get_or_insert_with(|| json!({}));
-        details["causes"] = json!([{"reason": reason, "message": message, "field": "metadata.namespace"}]);
-        self
-    }
-}
-
-trait ApiErrorExt {
-    fn with_cause(self, reason: &str, message: &str) -> Self;
-}
 
 #[cfg(test)]
 mod tests {
