@@ -265,9 +265,11 @@ pub fn render_table(ctx: &Ctx, r: &ResourceInfo, objs: &[Value], rv: &str, with_
 }
 
 async fn check_resource_version(ctx: &Ctx) -> Result<(), ApiError> {
-    let (Some(rv), Some(m)) = (&ctx.params.resource_version, &ctx.params.resource_version_match) else {
+    // Without resourceVersionMatch, a resourceVersion other than "" and "0" means NotOlderThan.
+    let Some(rv) = ctx.params.resource_version.as_ref().filter(|rv| !rv.is_empty() && rv.as_str() != "0") else {
         return Ok(());
     };
+    let m = ctx.params.resource_version_match.clone().unwrap_or_else(|| "NotOlderThan".into());
     let wanted: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
     let current = ctx.server.registry.current_revision().await?;
     match m.as_str() {

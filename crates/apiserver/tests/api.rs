@@ -413,3 +413,33 @@ async fn jobs_get_a_generated_selector_and_services_can_become_external_names() 
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
     assert!(updated.body["spec"].get("clusterIP").is_none());
 }
+
+#[tokio::test]
+async fn list_resource_version_semantics_and_expired_continue_tokens() {
+    let api = api().await;
+    for i in 0..4 {
+        api.post("/api/v1/namespaces/default/configmaps", cm(&format!("p{i}"))).await;
+    }
+    let current = api.registry.current_revision().await.unwrap();
+    let not_older = api.get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={current}")).await;
+    assert_eq!(not_older.status, StatusCode::OK);
+    assert_eq!(not_older.body["items"].as_array().unwrap().len(), 4);
+    let future = api.get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={}", current + 100)).await;
+    assert_eq!(future.status, StatusCode::GATEWAY_TIMEOUT, "{}", future.body);
+    assert!(future.body["message"].as_str().unwrap().starts_with("Too large resource version"));
+    let exact_old = api.get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={}&resourceVersionMatch=Exact", current - 1)).await;
+    assert_eq!(exact_old.status, StatusCode::GONE);
+
+    let first = api.get("/api/v1/namespaces/default/configmaps?limit=2").await;
+    let token = first.body["metadata"]["continue"].as_str().unwrap().to_string();
+    let second = api.get(&format!("/api/v1/namespaces/default/configmaps?limit=2&continue={token}")).await;
+    assert_eq!(second.status, StatusCode::OK);
+    api.post("/api/v1/namespaces/default/configmaps", cm("later")).await;
+    let now = api.registry.current_revision().await.unwrap();
+    api.registry.backend().compact(now).await.unwrap();
+    let expired = api.get(&format!("/api/v1/namespaces/default/configmaps?limit=2&continue={token}")).await;
+    assert_eq!(expired.status, StatusCode::GONE, "{}", expired.body);
+    assert_eq!(expired.body["reason"], "Expired");
+    let garbage = api.get("/api/v1/namespaces/default/configmaps?limit=2&continue=bm9wZQ").await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+}

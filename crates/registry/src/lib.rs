@@ -243,7 +243,7 @@ impl Registry {
     ) -> Result<(Vec<T>, String, String), ApiError> {
         let prefix = Self::prefix(r, namespace);
         let mut start_after = match continue_token {
-            Some(t) if !t.is_empty() => Some(decode_continue(t, &prefix)?),
+            Some(t) if !t.is_empty() => Some(self.continue_from(t, &prefix).await?),
             _ => None,
         };
         let limit = limit.filter(|l| *l > 0);
@@ -292,7 +292,7 @@ impl Registry {
         }
         let prefix = Self::prefix(r, namespace);
         let start_after = match continue_token {
-            Some(t) if !t.is_empty() => Some(decode_continue(t, &prefix)?),
+            Some(t) if !t.is_empty() => Some(self.continue_from(t, &prefix).await?),
             _ => None,
         };
         let limit = limit.filter(|l| *l > 0);
@@ -320,6 +320,19 @@ impl Registry {
             _ => String::new(),
         };
         Ok(Some(RawPage { items, resource_version: page.revision.to_string(), continue_token }))
+    }
+
+    /// The key a continue token resumes after; 410 once the token's revision has been compacted, as
+    /// upstream answers (the client then lists again from the start).
+    async fn continue_from(&self, token: &str, prefix: &str) -> Result<String, ApiError> {
+        let (start, rev) = decode_continue(token, prefix)?;
+        let compacted = self.backend.compacted_revision().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        if rev < compacted {
+            return Err(ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        Ok(start)
     }
 
     async fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
@@ -937,7 +950,7 @@ fn encode_continue(last_key: &str, prefix: &str, revision: Revision) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
 }
 
-fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
+fn decode_continue(token: &str, prefix: &str) -> Result<(String, Revision), ApiError> {
     use base64::Engine as _;
     let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
     let bytes = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
@@ -950,9 +963,9 @@ fn decode_continue(token: &str, prefix: &str) -> Result<String, ApiError> {
     if start.contains("..") || start.starts_with('/') {
         return Err(bad());
     }
-    Ok(format!("{prefix}{start}"))
+    let rev = v["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?;
+    Ok((format!("{prefix}{start}"), rev))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -961,7 +974,7 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
         let t = encode_continue("/registry/core/pods/default/web-1", "/registry/core/pods/default/", 42);
-        assert_eq!(decode_continue(&t, "/registry/core/pods/default/").unwrap(), "/registry/core/pods/default/web-1");
+        assert_eq!(decode_continue(&t, "/registry/core/pods/default/").unwrap(), ("/registry/core/pods/default/web-1".to_string(), 42));
         assert!(decode_continue("not-base64!", "/p/").is_err());
         assert!(decode_continue(&base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE, "{}"), "/p/").is_err());
     }
