@@ -443,3 +443,54 @@ async fn list_resource_version_semantics_and_expired_continue_tokens() {
     let garbage = api.get("/api/v1/namespaces/default/configmaps?limit=2&continue=bm9wZQ").await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn malformed_bodies_get_4xx_statuses_and_change_nothing() {
+    let api = api().await;
+    let created = api.post("/api/v1/namespaces/default/configmaps", cm("target")).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_yaml = format!("{}x", "- ".repeat(50_000));
+    let alias_bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
+    let bodies: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("POST", "application/json", b"".to_vec()),
+        ("POST", "application/json", b"[]".to_vec()),
+        ("POST", "application/json", b"null".to_vec()),
+        ("POST", "application/json", b"{\"metadata\": 5}".to_vec()),
+        ("POST", "application/json", b"{\"metadata\": {\"name\": 5}}".to_vec()),
+        ("POST", "application/json", b"{\"kind\": \"Pod\", \"metadata\": {\"name\": \"x\"}}".to_vec()),
+        ("POST", "application/json", b"{\"apiVersion\": \"apps/v1\", \"metadata\": {\"name\": \"x\"}}".to_vec()),
+        ("POST", "application/json", b"{\"metadata\": {\"name\": \"x\"}, \"data\": {\"k\": 5}}".to_vec()),
+        ("POST", "application/json", deep_json.clone().into_bytes()),
+        ("POST", "application/yaml", b"a: [unclosed".to_vec()),
+        ("POST", "application/yaml", deep_yaml.into_bytes()),
+        ("POST", "application/yaml", alias_bomb.as_bytes().to_vec()),
+        ("POST", "application/vnd.kubernetes.protobuf", b"k8s\x00\xff\xff\xff".to_vec()),
+        ("POST", "application/vnd.kubernetes.protobuf", b"k8s\x00\n\x0c\n\x02v1\x12\x06Widget".to_vec()),
+        ("PUT", "application/json", b"{\"metadata\": {\"name\": \"other\"}}".to_vec()),
+        ("PUT", "application/json", b"{\"metadata\": {\"name\": \"target\", \"resourceVersion\": \"1\"}}".to_vec()),
+        ("PATCH", "application/json-patch+json", b"{\"op\": \"add\"}".to_vec()),
+        ("PATCH", "application/json-patch+json", b"[{\"op\": \"remove\", \"path\": \"/nope/deeper\"}]".to_vec()),
+        ("PATCH", "application/json-patch+json", b"[{\"op\": \"test\", \"path\": \"/data/a\", \"value\": \"9\"}]".to_vec()),
+        ("PATCH", "application/merge-patch+json", b"[1]".to_vec()),
+        ("PATCH", "application/merge-patch+json", b"{\"metadata\": {\"name\": \"renamed\"}}".to_vec()),
+        ("PATCH", "application/strategic-merge-patch+json", b"{\"data\": {\"$patch\": \"explode\"}}".to_vec()),
+        ("PATCH", "application/strategic-merge-patch+json", deep_json.into_bytes()),
+        ("PATCH", "application/apply-patch+yaml", b"{}".to_vec()),
+        ("PATCH", "text/plain", b"{}".to_vec()),
+    ];
+    for (method, content_type, body) in bodies {
+        let path = if method == "POST" { "/api/v1/namespaces/default/configmaps" } else { "/api/v1/namespaces/default/configmaps/target" };
+        let method: Method = method.parse().unwrap();
+        let r = api.send(method.clone(), path, content_type, "application/json", body.clone()).await;
+        let code = r.status.as_u16();
+        assert!((400..500).contains(&code), "{method} {content_type} {:?} answered {code}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(60)]), String::from_utf8_lossy(&r.raw));
+        assert_eq!(r.body["kind"], "Status", "{method} {content_type}: {}", String::from_utf8_lossy(&r.raw));
+        assert!(!r.body["message"].as_str().unwrap_or("").is_empty());
+    }
+    let after = api.get("/api/v1/namespaces/default/configmaps/target").await;
+    assert_eq!(after.body, created.body, "nothing stored changed");
+    let list = api.get("/api/v1/namespaces/default/configmaps").await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "nothing was created");
+}
