@@ -1,0 +1,9 @@
+//! The node's container runtime, below the kubelet: the image store (import and unpack of OCI and docker
+//! archives), OCI bundles built from a container's spec, and the pod network through CNI plugins.
+//!
+//! Work in progress for the node agent issue: these are the runtime's building blocks; the CRI-shaped
+//! trait, the shim and the runc driver come next.
+
+pub mod bundle;
+pub mod cni;
+pub mod image;
