@@ -671,3 +671,40 @@ fn unprivileged_unpacking_records_whiteouts() -> Result<()> {
     assert_eq!(fs::read_to_string(tmp.path().join("opq/new"))?, "new");
     Ok(())
 }
+
+#[test]
+fn docker_archive_with_symlinked_layer_and_several_tags() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let store = ImageStore::open(&tmp.path().join("store"))?;
+    let l = base_layer();
+    let cfg = config(&[sha(&l)]);
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "config.json", "RepoTags": ["busybox:1", "localhost:5000/bb:2"], "Layers": ["b/layer.tar"]
+    }]))?;
+    let mut b = tar::Builder::new(Vec::new());
+    add_file(&mut b, "manifest.json", &manifest);
+    add_file(&mut b, "config.json", &cfg);
+    add_file(&mut b, "a/layer.tar", &l);
+    let mut h = header("b/layer.tar", tar::EntryType::Symlink, 0, 0o777);
+    h.as_gnu_mut().unwrap().linkname[..14].copy_from_slice(b"../a/layer.tar");
+    h.set_cksum();
+    b.append(&h, &[][..])?;
+    let path = tmp.path().join("legacy.tar");
+    fs::write(&path, gzip(&b.into_inner()?))?;
+    let refs = store.import_archive(&path)?;
+    let names: Vec<_> = refs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["docker.io/library/busybox:1", "localhost:5000/bb:2"]
+    );
+    assert_eq!(refs[0].digest, refs[1].digest);
+    let img = store.resolve("busybox:1").unwrap();
+    assert!(img.layers[0].join("bin/sh").is_file());
+    assert_eq!(
+        store.resolve("localhost:5000/bb:2").unwrap().layers,
+        img.layers
+    );
+    store.remove("busybox:1")?;
+    assert!(img.layers[0].exists(), "the other tag still uses the layer");
+    Ok(())
+}
