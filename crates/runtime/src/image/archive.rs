@@ -153,6 +153,8 @@ pub(crate) struct LayerSource {
 /// One image found in an archive.
 pub(crate) struct Candidate {
     pub names: Vec<String>,
+    /// The `org.opencontainers.image.ref.name` annotation when it is the only name source.
+    pub ref_name: Option<String>,
     /// The manifest bytes and the digest they must have (for docker archives: a synthesised OCI manifest).
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
@@ -265,10 +267,12 @@ fn oci_candidates(staged: &Staged) -> Result<Vec<Candidate>, String> {
     let mut out = Vec::new();
     for desc in index.manifests {
         let mut names = Vec::new();
+        let mut ref_name = None;
         if let Some(n) = desc.annotations.get(CONTAINERD_NAME) {
             names.push(n.clone());
         } else if let Some(n) = desc.annotations.get(OCI_REF_NAME) {
             names.push(n.clone());
+            ref_name = Some(n.clone());
         }
         let (manifest_digest, manifest) = pick_manifest(staged, &desc, 0)?;
         let doc: ManifestDoc = serde_json::from_slice(&manifest).map_err(|e| {
@@ -288,6 +292,7 @@ fn oci_candidates(staged: &Staged) -> Result<Vec<Candidate>, String> {
             .collect::<Result<Vec<_>, String>>()?;
         out.push(Candidate {
             names,
+            ref_name,
             manifest,
             manifest_digest,
             config_path,
@@ -388,6 +393,7 @@ fn docker_candidates(staged: &Staged) -> Result<Vec<Candidate>, String> {
         let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
         out.push(Candidate {
             names: e.repo_tags.unwrap_or_default(),
+            ref_name: None,
             manifest,
             manifest_digest,
             config_path: e.config,

@@ -241,10 +241,28 @@ impl ImageStore {
 
     /// Imports every image of an OCI image layout tar or a docker-archive tar. All or nothing: on error no
     /// name is added and blobs and layers brought in by this import are removed again.
+    ///
+    /// Names come from `RepoTags` (docker), or the `io.containerd.image.name` annotation, else the
+    /// `org.opencontainers.image.ref.name` annotation taken as a reference (OCI); all are normalised.
     pub fn import_archive(&self, path: &Path) -> Result<Vec<ImageRef>, ImageError> {
+        self.import(path, None)
+    }
+
+    /// Like [`ImageStore::import_archive`], for OCI layouts whose `org.opencontainers.image.ref.name` is a
+    /// bare tag (as `umoci tag` writes, e.g. `1`): such an image is named `<base_name>:<tag>`, and an image
+    /// with no name at all gets `base_name`.
+    pub fn import_archive_named(
+        &self,
+        path: &Path,
+        base_name: &str,
+    ) -> Result<Vec<ImageRef>, ImageError> {
+        self.import(path, Some(base_name))
+    }
+
+    fn import(&self, path: &Path, base: Option<&str>) -> Result<Vec<ImageRef>, ImageError> {
         let mut index = self.lock();
         let staging = self.temp_dir("import")?;
-        let result = self.import_locked(&mut index, path, &staging);
+        let result = self.import_locked(&mut index, path, &staging, base);
         let cleanup = remove_tree(&staging);
         match result {
             Ok(refs) => {
@@ -272,6 +290,7 @@ impl ImageStore {
         index: &mut Index,
         path: &Path,
         staging: &Path,
+        base: Option<&str>,
     ) -> Result<Vec<ImageRef>, String> {
         let staged = archive::stage(path, &staging.join("archive"))?;
         let candidates = archive::candidates(&staged)?;
@@ -280,14 +299,22 @@ impl ImageStore {
         }
         let mut new = Vec::new();
         for c in &candidates {
-            if c.names.is_empty() {
+            let bare_tag = c
+                .ref_name
+                .as_deref()
+                .filter(|t| !t.contains(['/', ':', '@']));
+            let names = match (base, bare_tag) {
+                (Some(b), Some(tag)) => vec![format!("{b}:{tag}")],
+                (Some(b), None) if c.names.is_empty() => vec![b.to_string()],
+                _ => c.names.clone(),
+            };
+            if names.is_empty() {
                 return Err(format!(
                     "image {} has no name (no RepoTags, {} or org.opencontainers.image.ref.name annotation)",
                     c.manifest_digest, "io.containerd.image.name"
                 ));
             }
-            let names = c
-                .names
+            let names = names
                 .iter()
                 .map(|n| {
                     reference::normalize(n).map_err(|e| format!("image name {n:?} is invalid: {e}"))

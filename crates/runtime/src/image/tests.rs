@@ -708,3 +708,30 @@ fn docker_archive_with_symlinked_layer_and_several_tags() -> Result<()> {
     assert!(img.layers[0].exists(), "the other tag still uses the layer");
     Ok(())
 }
+
+#[test]
+fn a_bare_ref_name_tag_takes_the_given_base_name() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let store = ImageStore::open(&tmp.path().join("store"))?;
+    let mut o = oci("unused", vec![base_layer()]);
+    o.annotations = json!({"org.opencontainers.image.ref.name": "1"});
+    let path = oci_archive(tmp.path(), "umoci.tar", o);
+    let refs = store.import_archive_named(&path, "busybox")?;
+    assert_eq!(
+        refs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["docker.io/library/busybox:1"]
+    );
+    let mut o = oci("unused", vec![base_layer()]);
+    o.annotations = json!({"org.opencontainers.image.ref.name": "example.com/full:2"});
+    let refs = store.import_archive(&oci_archive(tmp.path(), "full.tar", o))?;
+    assert_eq!(refs[0].name, "example.com/full:2");
+    let mut o = oci("unused", vec![base_layer()]);
+    o.annotations = json!({});
+    let err = store
+        .import_archive(&oci_archive(tmp.path(), "anon.tar", o))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no name"), "{err}");
+    assert_eq!(store.list().len(), 2);
+    Ok(())
+}
