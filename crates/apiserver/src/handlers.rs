@@ -351,11 +351,16 @@ fn raw_list_response(r: &ResourceInfo, page: skiff_registry::RawPage) -> Respons
 
 async fn get(ctx: &Ctx, t: &Target, name: &str) -> Result<Response, ApiError> {
     let obj = ctx.server.registry.get(t.r, t.namespace.as_deref(), name).await?;
+    Ok(object_response(ctx, t.r, obj))
+}
+
+/// One object, as a one-row Table when the client asked for one.
+pub fn object_response(ctx: &Ctx, r: &ResourceInfo, obj: Value) -> Response {
     if ctx.wants_table() {
         let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-        return Ok(json_response(StatusCode::OK, &render_table(ctx, t.r, &[obj], &rv, true)));
+        return json_response(StatusCode::OK, &render_table(ctx, r, &[obj], &rv, true));
     }
-    Ok(json_response(StatusCode::OK, &obj))
+    json_response(StatusCode::OK, &obj)
 }
 
 /// Decodes an object body for `r` and checks it against the URL: apiVersion, kind, namespace, and the
@@ -398,7 +403,9 @@ pub async fn decode_for(ctx: &Ctx, t: &Target, body: Body, expect_kind: Option<(
     }
     let (g, v) = resources::split_api_version(&api_version);
     let mut unknown = decoded.unknown_fields;
-    unknown.extend(ctx.server.schemas.unknown_fields(g, v, &kind, &obj));
+    if ctx.params.validation() != "Ignore" {
+        unknown.extend(ctx.server.schemas.unknown_fields(g, v, &kind, &obj));
+    }
     let warnings = body::field_validation(ctx.params.validation(), &unknown)?;
     Ok((obj, warnings))
 }

@@ -90,6 +90,9 @@ pub async fn serve(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool) 
                     new["metadata"]["name"].as_str().unwrap_or("")
                 )));
             }
+            if directive == "Ignore" {
+                return Ok(new);
+            }
             // Fields the patch adds that the schema does not know: compare with what was already there.
             let (g, v) = resources::split_api_version(old["apiVersion"].as_str().unwrap_or(""));
             let k = old["kind"].as_str().unwrap_or(r.kind);

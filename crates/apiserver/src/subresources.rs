@@ -21,11 +21,7 @@ pub async fn serve(ctx: &Ctx, t: &Target, sub: &str, body: Body) -> Result<Respo
     match (sub, method) {
         ("status", &Method::GET) => {
             let obj = ctx.server.registry.get(t.r, ns, name).await?;
-            if ctx.wants_table() {
-                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-                return Ok(json_response(StatusCode::OK, &handlers::render_table(ctx, t.r, &[obj], &rv, true)));
-            }
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(handlers::object_response(ctx, t.r, obj))
         }
         ("status", &Method::PUT) => handlers::update(ctx, t, name, body, true).await,
         ("status", &Method::PATCH) => patch::serve(ctx, t, name, body, true).await,

@@ -242,10 +242,7 @@ impl Registry {
         map: &(dyn Fn(Value) -> Option<T> + Sync),
     ) -> Result<(Vec<T>, String, String), ApiError> {
         let prefix = Self::prefix(r, namespace);
-        let mut start_after = match continue_token {
-            Some(t) if !t.is_empty() => Some(self.continue_from(t, &prefix).await?),
-            _ => None,
-        };
+        let mut start_after = self.start_after(continue_token, &prefix).await?;
         let limit = limit.filter(|l| *l > 0);
         let mut items = Vec::new();
         let mut revision = 0;
@@ -291,10 +288,7 @@ impl Registry {
             return Ok(None);
         }
         let prefix = Self::prefix(r, namespace);
-        let start_after = match continue_token {
-            Some(t) if !t.is_empty() => Some(self.continue_from(t, &prefix).await?),
-            _ => None,
-        };
+        let start_after = self.start_after(continue_token, &prefix).await?;
         let limit = limit.filter(|l| *l > 0);
         let page = self
             .backend
@@ -303,15 +297,8 @@ impl Registry {
             .map_err(|e| store_error(r, "", e))?;
         let mut items = Vec::with_capacity(page.items.len());
         for kv in &page.items {
-            let plain;
-            let bytes = match (&self.encryptor, is_secret(r)) {
-                (Some(enc), true) => {
-                    plain = enc.decrypt(&kv.value).map_err(|e| ApiError::internal(e.to_string()))?;
-                    &plain[..]
-                }
-                _ => &kv.value[..],
-            };
-            let spliced = rawjson::with_resource_version(bytes, kv.mod_revision)
+            let bytes = plaintext(self.encryptor.as_deref(), r, &kv.value)?;
+            let spliced = rawjson::with_resource_version(&bytes, kv.mod_revision)
                 .ok_or_else(|| ApiError::internal(format!("stored object {} is not a JSON object with metadata", kv.key)))?;
             items.push(spliced);
         }
@@ -322,9 +309,12 @@ impl Registry {
         Ok(Some(RawPage { items, resource_version: page.revision.to_string(), continue_token }))
     }
 
-    /// The key a continue token resumes after; 410 once the token's revision has been compacted, as
-    /// upstream answers (the client then lists again from the start).
-    async fn continue_from(&self, token: &str, prefix: &str) -> Result<String, ApiError> {
+    /// The key a continue token resumes after (`None` without a token); 410 once the token's revision
+    /// has been compacted, as upstream answers (the client then lists again from the start).
+    async fn start_after(&self, token: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
         let (start, rev) = decode_continue(token, prefix)?;
         let compacted = self.backend.compacted_revision().await.map_err(|e| ApiError::internal(e.to_string()))?;
         if rev < compacted {
@@ -332,7 +322,7 @@ impl Registry {
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
             ));
         }
-        Ok(start)
+        Ok(Some(start))
     }
 
     async fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
@@ -925,17 +915,18 @@ fn rev_of(obj: &Value) -> Revision {
     obj["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// A stored value as plain JSON bytes: decrypted for Secrets, borrowed as it is otherwise.
+fn plaintext<'a>(encryptor: Option<&Encryptor>, r: &ResourceInfo, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, ApiError> {
+    match (encryptor, is_secret(r)) {
+        (Some(enc), true) => enc.decrypt(bytes).map(std::borrow::Cow::Owned).map_err(|e| ApiError::internal(e.to_string())),
+        _ => Ok(std::borrow::Cow::Borrowed(bytes)),
+    }
+}
+
 /// Decodes a stored value into the object `r` serves, with `resourceVersion` set.
 fn decode_value(encryptor: Option<&Encryptor>, r: &ResourceInfo, bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let plain;
-    let bytes = match (encryptor, is_secret(r)) {
-        (Some(enc), true) => {
-            plain = enc.decrypt(bytes).map_err(|e| ApiError::internal(e.to_string()))?;
-            &plain[..]
-        }
-        _ => bytes,
-    };
-    let mut obj: Value = serde_json::from_slice(bytes)
+    let bytes = plaintext(encryptor, r, bytes)?;
+    let mut obj: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
     obj["metadata"]["resourceVersion"] = json!(revision.to_string());
     Ok(convert::to_served(r, obj))
