@@ -15,6 +15,7 @@ mod params;
 mod patch;
 mod reviews;
 mod subresources;
+pub mod testing;
 pub mod tls;
 mod watch;
 

@@ -6,4 +6,5 @@
 
 pub mod bundle;
 pub mod cni;
+pub mod cri;
 pub mod image;

@@ -1,0 +1,8 @@
+//! The controller manager: the control loops that turn declared state into running pods and keep it there.
+//!
+//! One module per controller, named as Kubernetes names it. Every controller is a kube-runtime controller
+//! (watcher, reflector, reconcile, error policy) over a `kube::Client`; none touches storage, so the same code
+//! runs in the server process (over the in-process router) and against any Kubernetes API.
+
+pub mod context;
+pub mod pod_util;
