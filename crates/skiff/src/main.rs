@@ -1,5 +1,6 @@
 //! `skiff`: the command line. `skiff server` runs the control plane; more roles come with their issues.
 
+mod join;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,11 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server and its store) and, later, a local node.
     Server(Box<server::ServerArgs>),
+    /// Print this server's join token (from `<data-dir>/token`).
+    Token {
+        #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+    },
     /// Join a node to a server (not available yet: it comes with the node agent).
     Agent {
         #[arg(long)]
@@ -49,6 +55,13 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(*args))
+        }
+        Command::Token { data_dir } => {
+            let path = data_dir.join("token");
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e} (has `skiff server --data-dir {}` started once?)", path.display(), data_dir.display()))?;
+            println!("{}", token.trim());
+            Ok(())
         }
         Command::Agent { .. } => {
             anyhow::bail!("`skiff agent` is not available yet: the node agent has not been built")

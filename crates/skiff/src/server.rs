@@ -54,7 +54,8 @@ pub struct ServerArgs {
     /// Also write the admin kubeconfig here.
     #[arg(long, short = 'o')]
     pub write_kubeconfig: Option<PathBuf>,
-    /// Shared secret nodes join with (used by the node agent, which is not built yet).
+    /// Shared secret nodes join with; the full token (`K10<CA hash>::server:<secret>`) is written to
+    /// `<data-dir>/token` and printed by `skiff token`. Default: a random secret made on first start.
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
     /// Extra names or addresses for the serving certificate.
@@ -119,6 +120,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         skiff_pki::write_kubeconfig(path, &server_url, ca.cert_pem(), &admin.read_cert_pem()?, &admin.read_key_pem()?)?;
     }
 
+    let ca = Arc::new(ca);
+    let token = crate::join::load_or_create_token(data, ca.cert_pem(), args.token.as_deref())?;
+    let join = Arc::new(crate::join::JoinService::new(ca.clone(), token, data));
+
     // The store.
     let backend: Arc<dyn Backend> = match &args.datastore_endpoint {
         Some(endpoints) => {
@@ -160,7 +165,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let compactor = tokio::spawn(compact_history(backend.clone(), shutdown.clone()));
     let trimmer = tokio::spawn(release_memory_periodically(shutdown.clone()));
-    let router = skiff_apiserver::router(api);
+    let router = join.routes().merge(skiff_apiserver::router(api));
     let serving_task = tokio::spawn(skiff_apiserver::tls::serve(listener, tls, router, shutdown.clone()));
 
     wait_for_signal().await;
