@@ -8,3 +8,4 @@ pub mod bundle;
 pub mod cni;
 pub mod cri;
 pub mod image;
+pub mod testing;
