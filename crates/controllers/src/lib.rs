@@ -5,4 +5,5 @@
 //! runs in the server process (over the in-process router) and against any Kubernetes API.
 
 pub mod context;
+pub mod controller_utils;
 pub mod pod_util;

@@ -1,0 +1,299 @@
+//! Helpers the workload controllers share (upstream's `controller_utils.go`): pods from a template with a
+//! controller reference, creation/deletion expectations, slow-start batches, selectors and events.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::events::{Event, EventType, Recorder};
+
+/// How long an expectation is waited for before the controller acts anyway (upstream's `ExpectationsTimeout`).
+pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The most pods one sync creates or deletes (upstream's `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+
+/// Upstream's `SlowStartInitialBatchSize`.
+pub const SLOW_START_INITIAL_BATCH_SIZE: usize = 1;
+
+/// The alphabet of generated names (`generateName`, pod-template-hash), upstream's `rand.SafeEncodeString`.
+pub const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Creations and deletions a controller has asked for and not yet seen in its cache, per owner key
+/// (`namespace/name`). Tracked by object name (controllers choose the names of the pods they create), so a
+/// slow cache never makes a controller create or delete twice. Upstream's `UIDTrackingControllerExpectations`.
+#[derive(Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Option<Instant>,
+}
+
+impl Expectations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `name` is about to be created for `owner_key`.
+    pub fn expect_creation(&self, owner_key: &str, name: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(owner_key.to_string()).or_default();
+        p.creates.insert(name.to_string());
+        p.since = Some(Instant::now());
+    }
+
+    /// Records that `name` is about to be deleted for `owner_key`.
+    pub fn expect_deletion(&self, owner_key: &str, name: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(owner_key.to_string()).or_default();
+        p.deletes.insert(name.to_string());
+        p.since = Some(Instant::now());
+    }
+
+    /// The cache saw `name` created (or the create failed: it will never be seen).
+    pub fn creation_observed(&self, owner_key: &str, name: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get_mut(owner_key) {
+            p.creates.remove(name);
+        }
+    }
+
+    /// The cache saw `name` deleted or terminating (or the delete failed).
+    pub fn deletion_observed(&self, owner_key: &str, name: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get_mut(owner_key) {
+            p.deletes.remove(name);
+        }
+    }
+
+    /// Whether the owner may act: nothing pending, or the pending work is older than the timeout.
+    /// `present(name)` says whether the cache holds a live (not terminating) object of that name; pending
+    /// creations found in the cache and pending deletions missing from it are settled here too.
+    pub fn satisfied(&self, owner_key: &str, present: impl Fn(&str) -> bool) -> bool {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = map.get_mut(owner_key) else { return true };
+        p.creates.retain(|n| !present(n));
+        p.deletes.retain(|n| present(n));
+        if p.creates.is_empty() && p.deletes.is_empty() {
+            map.remove(owner_key);
+            return true;
+        }
+        if p.since.is_some_and(|s| s.elapsed() > EXPECTATIONS_TIMEOUT) {
+            map.remove(owner_key);
+            return true;
+        }
+        false
+    }
+
+    /// Drops everything pending for an owner (it was deleted).
+    pub fn forget(&self, owner_key: &str) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(owner_key);
+    }
+}
+
+/// `namespace/name` of an object, the key expectations are kept under.
+pub fn key_of(meta: &ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
+}
+
+/// `n` random characters of upstream's safe alphabet (what `generateName` appends).
+pub fn random_suffix(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n).map(|_| SAFE_ALPHABET[rng.random_range(0..SAFE_ALPHABET.len())] as char).collect()
+}
+
+/// Upstream's `getPodsPrefix`: `<controller>-`, cut so that the generated name stays a valid name.
+pub fn pods_prefix(controller_name: &str) -> String {
+    let mut prefix = format!("{controller_name}-");
+    // 63 characters is the longest pod name that is also a valid hostname label; keep room for 5.
+    if prefix.len() > 58 {
+        prefix.truncate(58);
+    }
+    prefix
+}
+
+/// A pod from a template (upstream's `GetPodFromTemplate`): the template's labels, annotations, finalizers
+/// and spec, the owner's controller reference, and the given name.
+pub fn pod_from_template(template: &PodTemplateSpec, namespace: &str, name: &str, owner: Option<OwnerReference>) -> Pod {
+    let tmeta = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+/// Creates a pod from a template, named `<prefix><5 random characters>` unless `name` is given.
+pub async fn create_pod_from_template(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    template: &PodTemplateSpec,
+    owner: Option<OwnerReference>,
+) -> Result<Pod, kube::Error> {
+    let pod = pod_from_template(template, namespace, name, owner);
+    Api::<Pod>::namespaced(client.clone(), namespace).create(&PostParams::default(), &pod).await
+}
+
+/// Runs `count` calls of `f` in batches of 1, 2, 4, ... (upstream's `slowStartBatch`): a failing batch
+/// stops the rest. Returns the successes and the first error.
+pub async fn slow_start_batch<T, E, F, Fut>(count: usize, initial_batch_size: usize, mut f: F) -> (Vec<T>, Option<E>)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut done = Vec::new();
+    let mut remaining = count;
+    let mut batch = initial_batch_size.max(1).min(count.max(1));
+    let mut index = 0;
+    while remaining > 0 {
+        let size = batch.min(remaining);
+        let futures: Vec<_> = (index..index + size).map(&mut f).collect();
+        index += size;
+        let results = futures::future::join_all(futures).await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(v) => done.push(v),
+                Err(e) if first_err.is_none() => first_err = Some(e),
+                Err(_) => {}
+            }
+        }
+        if first_err.is_some() {
+            return (done, first_err);
+        }
+        remaining -= size;
+        batch = (batch * 2).min(remaining.max(1));
+    }
+    (done, None)
+}
+
+/// Whether `labels` match a label selector. An empty selector matches everything, a missing one nothing
+/// (upstream's `LabelSelectorAsSelector`); an invalid selector matches nothing.
+pub fn selector_matches(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let Some(selector) = selector else { return false };
+    let Ok(sel) = Selector::try_from(selector.clone()) else { return false };
+    let empty = BTreeMap::new();
+    sel.matches(labels.unwrap_or(&empty))
+}
+
+/// Whether a selector is empty (matches everything): controllers refuse to act on one.
+pub fn selector_is_empty(selector: Option<&LabelSelector>) -> bool {
+    selector.is_none_or(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    })
+}
+
+/// A reference to an object for events.
+pub fn object_reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let meta = obj.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+/// Publishes an event about `regarding`; a failure is logged, never returned (events are best effort).
+pub async fn record_event(recorder: &Recorder, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    if let Err(e) = recorder.publish(&ev, regarding).await {
+        tracing::debug!(error = %e, reason, "could not record an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn expectations_settle_by_name() {
+        let e = Expectations::new();
+        assert!(e.satisfied("ns/a", |_| false));
+        e.expect_creation("ns/a", "p1");
+        e.expect_creation("ns/a", "p2");
+        assert!(!e.satisfied("ns/a", |_| false));
+        e.creation_observed("ns/a", "p1");
+        assert!(!e.satisfied("ns/a", |_| false));
+        // p2 present in the cache settles it.
+        assert!(e.satisfied("ns/a", |n| n == "p2"));
+        e.expect_deletion("ns/a", "p3");
+        assert!(!e.satisfied("ns/a", |_| true));
+        assert!(e.satisfied("ns/a", |_| false));
+        e.expect_deletion("ns/b", "x");
+        e.forget("ns/b");
+        assert!(e.satisfied("ns/b", |_| true));
+    }
+
+    #[tokio::test]
+    async fn slow_start_doubles_and_stops_at_first_failing_batch() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let (ok, err) = slow_start_batch(10, 1, move |i| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if i == 4 { Err("boom") } else { Ok(i) }
+            }
+        })
+        .await;
+        // batches: [0], [1,2], [3,4,5,6] -> stops after the third batch.
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+        assert_eq!(ok, vec![0, 1, 2, 3, 5, 6]);
+        assert_eq!(err, Some("boom"));
+        let (ok, err) = slow_start_batch(5, 1, |i| async move { Ok::<_, ()>(i) }).await;
+        assert_eq!(ok.len(), 5);
+        assert!(err.is_none());
+    }
+
+    #[test]
+    fn selectors() {
+        let sel = LabelSelector { match_labels: Some([("app".to_string(), "web".to_string())].into()), ..Default::default() };
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("x".into(), "y".into())].into();
+        assert!(selector_matches(Some(&sel), Some(&labels)));
+        assert!(!selector_matches(Some(&sel), None));
+        assert!(!selector_matches(None, Some(&labels)));
+        assert!(selector_is_empty(Some(&LabelSelector::default())));
+        assert!(!selector_is_empty(Some(&sel)));
+    }
+
+    #[test]
+    fn template_becomes_pod_with_owner() {
+        let t = PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some([("a".to_string(), "b".to_string())].into()), ..Default::default() }),
+            spec: None,
+        };
+        let owner = OwnerReference { name: "rs".into(), uid: "u".into(), controller: Some(true), ..Default::default() };
+        let p = pod_from_template(&t, "ns", "rs-abcde", Some(owner));
+        assert_eq!(p.metadata.name.as_deref(), Some("rs-abcde"));
+        assert_eq!(p.metadata.labels.unwrap()["a"], "b");
+        assert_eq!(p.metadata.owner_references.unwrap()[0].uid, "u");
+        assert_eq!(pods_prefix("web").as_str(), "web-");
+        assert_eq!(random_suffix(5).len(), 5);
+    }
+}
