@@ -7,5 +7,6 @@
 pub mod bundle;
 pub mod cni;
 pub mod cri;
+pub mod fake;
 pub mod image;
 pub mod testing;
