@@ -81,10 +81,39 @@ pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value) {
             }
         }
     }
+    if (r.storage_group, r.storage_plural) == ("", "pods") {
+        add_default_toleration_seconds(obj);
+    }
     if tracks_generation(r) {
         obj["metadata"]["generation"] = json!(1);
     } else if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("generation");
+    }
+}
+
+/// How long pods stay on a not-ready or unreachable node before the node lifecycle controller evicts them.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// Upstream's DefaultTolerationSeconds admission: a pod without a NoExecute toleration for
+/// `node.kubernetes.io/not-ready` or `node.kubernetes.io/unreachable` gets one for 300 s.
+fn add_default_toleration_seconds(pod: &mut Value) {
+    if !pod["spec"].is_object() {
+        return;
+    }
+    let existing = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let mut tolerations = existing.clone();
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let covered = existing.iter().any(|t| {
+            let effect = t["effect"].as_str().unwrap_or("");
+            let k = t["key"].as_str().unwrap_or("");
+            (effect.is_empty() || effect == "NoExecute") && (k == key || (k.is_empty() && t["operator"] == "Exists"))
+        });
+        if !covered {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+        }
+    }
+    if tolerations.len() != existing.len() {
+        pod["spec"]["tolerations"] = Value::Array(tolerations);
     }
 }
 
@@ -190,6 +219,28 @@ fn carry_generation(r: &ResourceInfo, new: &mut Value, old: &Value) {
 mod tests {
     use super::*;
     use skiff_api::resources::find;
+
+    #[test]
+    fn pods_get_default_toleration_seconds_unless_they_tolerate_already() {
+        let r = find("", "v1", "pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        prepare_for_create(r, &mut pod);
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|t| t["tolerationSeconds"] == 300 && t["effect"] == "NoExecute"));
+
+        let mut own = json!({"spec": {"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        prepare_for_create(r, &mut own);
+        let t = own["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2, "only not-ready is added");
+        assert_eq!(t[0]["tolerationSeconds"], 5);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+
+        let mut all = json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}});
+        prepare_for_create(r, &mut all);
+        assert_eq!(all["spec"]["tolerations"].as_array().unwrap().len(), 1, "tolerate-everything covers both");
+    }
 
     #[test]
     fn deployment_generation_bumps_on_spec_change_only() {
