@@ -5,8 +5,11 @@
 //! trait, the shim and the runc driver come next.
 
 pub mod bundle;
+pub mod cgroups;
 pub mod cni;
 pub mod cri;
 pub mod fake;
 pub mod image;
+pub mod logs;
+pub mod netns;
 pub mod testing;
