@@ -24,6 +24,14 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
+    /// An image layout that is already a directory (no symlinks to follow).
+    pub fn directory(root: &Path) -> Staged {
+        Staged {
+            root: root.to_path_buf(),
+            links: HashMap::new(),
+        }
+    }
+
     /// The staged file for an archive path, following the archive's own symlinks.
     pub fn file(&self, name: &str) -> Result<PathBuf, String> {
         let mut rel: PathBuf = clean_path(Path::new(name))?.into_iter().collect();

@@ -11,8 +11,15 @@
 //! One `ImageStore` serialises its own operations; two processes must not share a root.
 
 mod archive;
+pub mod pull;
 pub mod reference;
+pub mod registries;
+pub mod service;
 mod unpack;
+
+pub use pull::{PullError, PullOptions, PulledImage, Puller};
+pub use registries::RegistriesConfig;
+pub use service::Images;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +69,8 @@ pub struct ImageInfo {
     pub name: String,
     /// Manifest digest.
     pub digest: String,
+    /// Config digest: the image id.
+    pub config_digest: String,
     /// Bytes of the manifest, config and layer blobs.
     pub size: u64,
 }
@@ -259,10 +268,37 @@ impl ImageStore {
         self.import(path, Some(base_name))
     }
 
+    /// Imports the images of an OCI image layout *directory* (as the puller writes one under
+    /// [`ImageStore::staging_dir`]), with the same checks and all-or-nothing behaviour as
+    /// [`ImageStore::import_archive`]. Layer blobs are hard-linked into the store when on the same filesystem.
+    pub fn import_layout_dir(&self, dir: &Path) -> Result<Vec<ImageRef>, ImageError> {
+        self.import_from(dir, None, true)
+    }
+
+    /// A new, empty directory under the store's `tmp/` (emptied when the store is next opened), for staging
+    /// downloads on the store's filesystem. The caller removes it when done.
+    pub fn staging_dir(&self, what: &str) -> Result<PathBuf, ImageError> {
+        self.temp_dir(what)
+    }
+
+    /// The stored file of a blob, if the store has it (so a pull can skip downloading it).
+    pub fn blob(&self, digest: &str) -> Option<PathBuf> {
+        self.blob_file(digest).ok().filter(|p| p.is_file())
+    }
+
     fn import(&self, path: &Path, base: Option<&str>) -> Result<Vec<ImageRef>, ImageError> {
+        self.import_from(path, base, false)
+    }
+
+    fn import_from(
+        &self,
+        path: &Path,
+        base: Option<&str>,
+        is_dir: bool,
+    ) -> Result<Vec<ImageRef>, ImageError> {
         let mut index = self.lock();
         let staging = self.temp_dir("import")?;
-        let result = self.import_locked(&mut index, path, &staging, base);
+        let result = self.import_locked(&mut index, path, &staging, base, is_dir);
         let cleanup = remove_tree(&staging);
         match result {
             Ok(refs) => {
@@ -291,8 +327,13 @@ impl ImageStore {
         path: &Path,
         staging: &Path,
         base: Option<&str>,
+        is_dir: bool,
     ) -> Result<Vec<ImageRef>, String> {
-        let staged = archive::stage(path, &staging.join("archive"))?;
+        let staged = if is_dir {
+            archive::Staged::directory(path)
+        } else {
+            archive::stage(path, &staging.join("archive"))?
+        };
         let candidates = archive::candidates(&staged)?;
         if candidates.is_empty() {
             return Err("the archive holds no image".into());
@@ -555,6 +596,7 @@ impl ImageStore {
             .map(|(name, r)| ImageInfo {
                 name: name.clone(),
                 digest: r.manifest_digest.clone(),
+                config_digest: r.config_digest.clone(),
                 size: r.manifest_size
                     + r.config_size
                     + r.layers.iter().map(|l| l.size).sum::<u64>(),
