@@ -6,4 +6,6 @@
 
 pub mod context;
 pub mod controller_utils;
+pub mod node_lifecycle;
 pub mod pod_util;
+pub mod serviceaccount;
