@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod controller_utils;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_util;
 pub mod serviceaccount;

@@ -106,3 +106,30 @@ async fn every_namespace_gets_a_default_service_account_again_after_deletion() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn nodes_get_distinct_pod_cidrs() {
+    use skiff_controllers::node_ipam::{self, NodeIpamConfig};
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = kube::Client::new(server.router.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taken: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "old"}, "spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}})).unwrap();
+    nodes.create(&PostParams::default(), &taken).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let config = NodeIpamConfig { cluster_cidr: "10.42.0.0/16".parse().unwrap(), node_mask: 24 };
+    let task = tokio::spawn(node_ipam::run(Context::new(client.clone()), config, shutdown.clone()));
+    for name in ["a", "b"] {
+        let n: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let cidr = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(name).await.unwrap().spec.and_then(|s| s.pod_cidr) }
+    };
+    eventually("both new nodes have pod CIDRs", || async { cidr("a").await.is_some() && cidr("b").await.is_some() }).await;
+    let mut got = vec![cidr("a").await.unwrap(), cidr("b").await.unwrap()];
+    got.sort();
+    assert_eq!(got, vec!["10.42.1.0/24".to_string(), "10.42.2.0/24".to_string()]);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
