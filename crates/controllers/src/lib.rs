@@ -10,3 +10,5 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_util;
 pub mod serviceaccount;
+pub mod job;
+pub mod cronjob;
