@@ -4,3 +4,7 @@
 //!
 //! It knows only `skiff_runtime::cri`'s traits, never runc; it reaches the cluster only through a
 //! `kube::Client`.
+
+pub mod container_config;
+pub mod env;
+pub mod volumes;
