@@ -537,3 +537,151 @@ pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus, ResourceRequirements, ServicePort, ServiceSpec};
+
+    fn expand_with(input: &str) -> String {
+        let vars: HashMap<&str, &str> =
+            [("VAR_A", "A"), ("VAR_B", "B"), ("VAR_C", "C"), ("VAR_REF", "$(VAR_A)"), ("VAR_EMPTY", ""), ("BIG_MONEY", "$$$")]
+                .into_iter()
+                .collect();
+        expand(input, &|n| vars.get(n).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn expansion_follows_upstream_rules() {
+        let cases = [
+            ("$(VAR_A)", "A"),
+            ("___$(VAR_B)___", "___B___"),
+            ("$(VAR_A)-1", "A-1"),
+            ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"),
+            ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"),
+            ("$$(VAR_DNE)", "$(VAR_DNE)"),
+            ("$(VAR_DNE)", "$(VAR_DNE)"),
+            ("f000-$$VAR_A", "f000-$VAR_A"),
+            ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+            ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"),
+            ("$(VAR_REF)", "$(VAR_A)"),
+            ("--$(VAR_EMPTY)--", "----"),
+            ("$$$$$$(BIG_MONEY)", "$$$(BIG_MONEY)"),
+            ("$$$$$$$(BIG_MONEY)", "$$$$$$"),
+            ("$(VAR_A", "$(VAR_A"),
+            ("$VAR_A", "$VAR_A"),
+            ("$", "$"),
+            ("$(", "$("),
+            ("$()", "$()"),
+            ("$$", "$"),
+            ("$é", "$é"),
+            ("plain", "plain"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_with(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert!(is_env_var_name("A_B"));
+        assert!(is_env_var_name("1abc.x-y"));
+        assert!(!is_env_var_name(""));
+        assert!(!is_env_var_name("A=B"));
+        assert!(!is_env_var_name("tab\tname"));
+        assert!(!is_env_var_name("é"));
+    }
+
+    fn pod() -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some("web-0".into());
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.uid = Some("u-1".into());
+        p.metadata.labels = Some([("app".to_string(), "web".to_string()), ("tier".into(), "a\"b".into())].into());
+        p.metadata.annotations = Some([("note".to_string(), "hi".to_string())].into());
+        p.spec = Some(PodSpec { node_name: Some("n1".into()), service_account_name: Some("sa".into()), ..Default::default() });
+        p.status = Some(PodStatus {
+            pod_ip: Some("10.42.0.5".into()),
+            pod_ips: Some(vec![PodIP { ip: "10.42.0.5".into() }, PodIP { ip: "fd00::5".into() }]),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn field_refs() {
+        let p = pod();
+        let ip: Option<IpAddr> = Some("192.168.1.2".parse().unwrap());
+        let v = |f: &str| pod_field_value(&p, ip, f).unwrap();
+        assert_eq!(v("metadata.name"), "web-0");
+        assert_eq!(v("metadata.namespace"), "shop");
+        assert_eq!(v("metadata.uid"), "u-1");
+        assert_eq!(v("metadata.labels['app']"), "web");
+        assert_eq!(v("metadata.labels['missing']"), "");
+        assert_eq!(v("metadata.annotations['note']"), "hi");
+        assert_eq!(v("metadata.labels"), "app=\"web\"\ntier=\"a\\\"b\"");
+        assert_eq!(v("spec.nodeName"), "n1");
+        assert_eq!(v("spec.serviceAccountName"), "sa");
+        assert_eq!(v("status.hostIP"), "192.168.1.2");
+        assert_eq!(v("status.hostIPs"), "192.168.1.2");
+        assert_eq!(v("status.podIP"), "10.42.0.5");
+        assert_eq!(v("status.podIPs"), "10.42.0.5,fd00::5");
+        let err = pod_field_value(&p, ip, "spec.bogus").unwrap_err();
+        assert_eq!(err.to_string(), "unsupported fieldPath: spec.bogus");
+    }
+
+    #[test]
+    fn resource_refs_with_divisors_and_node_defaults() {
+        let c = Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                limits: Some([("memory".to_string(), Quantity("64Mi".into()))].into()),
+                requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node = NodeAllocatable { cpu_millis: 4000, memory_bytes: 8 << 30, ephemeral_storage_bytes: 100 << 30 };
+        let v = |r: &str, d: Option<&str>| container_resource_value(&c, r, d.map(|d| Quantity(d.into())).as_ref(), &node).unwrap();
+        assert_eq!(v("limits.memory", None), (64 << 20).to_string());
+        assert_eq!(v("limits.memory", Some("1Mi")), "64");
+        assert_eq!(v("requests.cpu", None), "1", "250m rounds up to 1 core");
+        assert_eq!(v("requests.cpu", Some("1m")), "250");
+        assert_eq!(v("limits.cpu", None), "4", "no limit: node allocatable");
+        assert_eq!(v("requests.memory", None), "0");
+        assert_eq!(v("limits.ephemeral-storage", Some("1Gi")), "100");
+        let err = container_resource_value(&c, "limits.gpu", None, &node).unwrap_err();
+        assert_eq!(err.to_string(), "unsupported container resource : limits.gpu");
+    }
+
+    #[test]
+    fn service_link_variables() {
+        let svc = Service {
+            metadata: kube::api::ObjectMeta { name: Some("my-db".into()), ..Default::default() },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("10.43.0.20".into()),
+                ports: Some(vec![
+                    ServicePort { name: Some("sql".into()), port: 5432, protocol: Some("TCP".into()), ..Default::default() },
+                    ServicePort { name: Some("metrics".into()), port: 9187, protocol: Some("UDP".into()), ..Default::default() },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let env: BTreeMap<String, String> = service_env(&svc).into_iter().collect();
+        assert_eq!(env["MY_DB_SERVICE_HOST"], "10.43.0.20");
+        assert_eq!(env["MY_DB_SERVICE_PORT"], "5432");
+        assert_eq!(env["MY_DB_SERVICE_PORT_SQL"], "5432");
+        assert_eq!(env["MY_DB_SERVICE_PORT_METRICS"], "9187");
+        assert_eq!(env["MY_DB_PORT"], "tcp://10.43.0.20:5432");
+        assert_eq!(env["MY_DB_PORT_5432_TCP"], "tcp://10.43.0.20:5432");
+        assert_eq!(env["MY_DB_PORT_5432_TCP_PROTO"], "tcp");
+        assert_eq!(env["MY_DB_PORT_5432_TCP_PORT"], "5432");
+        assert_eq!(env["MY_DB_PORT_5432_TCP_ADDR"], "10.43.0.20");
+        assert_eq!(env["MY_DB_PORT_9187_UDP"], "udp://10.43.0.20:9187");
+        assert_eq!(env.len(), 4 + 1 + 4 + 4);
+        let mut headless = svc.clone();
+        headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert!(service_env(&headless).is_empty());
+    }
+}
