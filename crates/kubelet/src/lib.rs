@@ -7,4 +7,5 @@
 
 pub mod container_config;
 pub mod env;
+pub mod server;
 pub mod volumes;
