@@ -1,5 +1,6 @@
 //! `skiff`: the command line. `skiff server` runs the control plane; more roles come with their issues.
 
+mod components;
 mod join;
 mod server;
 

@@ -42,6 +42,12 @@ pub struct ServerArgs {
     /// Cluster DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Size of each node's share of the cluster CIDR (its podCIDR).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// How long a node may stay silent before it is marked Unknown and tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
@@ -76,6 +82,13 @@ fn default_ip() -> IpAddr {
         })
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// A duration such as `40s`, `5m`, `1h30m` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let span: jiff::Span = s.parse().map_err(|e| format!("{s:?} is not a duration such as 40s or 5m: {e}"))?;
+    let d = jiff::SignedDuration::try_from(span).map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -165,13 +178,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let compactor = tokio::spawn(compact_history(backend.clone(), shutdown.clone()));
     let trimmer = tokio::spawn(release_memory_periodically(shutdown.clone()));
-    let router = join.routes().merge(skiff_apiserver::router(api));
+    let api_router = skiff_apiserver::router(api);
+    let controllers = crate::components::ControllerManagerConfig {
+        cluster_cidr: args.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        node_cidr_mask: args.node_cidr_mask_size,
+        node_monitor_grace_period: args.node_monitor_grace_period,
+    };
+    let mut components = crate::components::start_controllers(&api_router, &controllers, &shutdown);
+    let router = join.routes().merge(api_router);
     let serving_task = tokio::spawn(skiff_apiserver::tls::serve(listener, tls, router, shutdown.clone()));
 
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = serving_task.await;
+    for task in components.drain(..) {
+        let _ = task.await;
+    }
     let _ = compactor.await;
     let _ = trimmer.await;
     tracing::info!("stopped");

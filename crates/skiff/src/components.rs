@@ -1,0 +1,50 @@
+//! The supervisor's parts list: the components a server or agent runs as tasks sharing one shutdown token,
+//! each an API client with its own identity (over the in-process router on a server, HTTPS on an agent).
+
+use std::future::Future;
+use std::time::Duration;
+
+use skiff_apiserver::UserInfo;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A kube client over the in-process API router, calling as `user` in `groups`.
+pub fn in_process_client(router: &axum::Router, user: &str, groups: &[&str]) -> kube::Client {
+    kube::Client::new(skiff_apiserver::with_identity(router.clone(), UserInfo::new(user, groups)), "default")
+}
+
+/// Starts `component` as a task that logs its end; an error stops only this component, with the reason.
+pub fn spawn<F, E>(name: &'static str, component: F) -> JoinHandle<()>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    tokio::spawn(async move {
+        match component.await {
+            Ok(()) => tracing::debug!(component = name, "stopped"),
+            Err(e) => tracing::error!(component = name, error = %e, "component failed"),
+        }
+    })
+}
+
+/// Settings of the controller manager that come from the server's flags.
+#[derive(Clone, Debug)]
+pub struct ControllerManagerConfig {
+    pub cluster_cidr: skiff_controllers::node_ipam::Ipv4Net,
+    pub node_cidr_mask: u8,
+    pub node_monitor_grace_period: Duration,
+}
+
+/// Starts every controller as `system:kube-controller-manager`.
+pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+    use skiff_controllers::{context::Context, node_ipam, node_lifecycle, serviceaccount};
+    let client = in_process_client(router, "system:kube-controller-manager", &[]);
+    let ctx = Context::new(client);
+    let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
+    let lifecycle = node_lifecycle::NodeLifecycleConfig { grace_period: config.node_monitor_grace_period, ..Default::default() };
+    vec![
+        spawn("node-ipam", node_ipam::run(ctx.clone(), ipam, shutdown.clone())),
+        spawn("node-lifecycle", node_lifecycle::run(ctx.clone(), lifecycle, shutdown.clone())),
+        spawn("serviceaccount", serviceaccount::run(ctx.clone(), shutdown.clone())),
+    ]
+}
