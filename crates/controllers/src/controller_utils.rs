@@ -225,6 +225,115 @@ pub async fn record_event(recorder: &Recorder, regarding: &ObjectReference, type
     }
 }
 
+/// What a controller does with an object its selector may match (upstream's `ClaimObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Already ours and still matching.
+    Keep,
+    /// An orphan that matches: take it.
+    Adopt,
+    /// Ours but no longer matching: let it go.
+    Release,
+    /// Someone else's, or not ours to touch now.
+    Ignore,
+}
+
+/// Upstream's claim rules: another controller's object is ignored; our object is kept while it matches
+/// and released when it stops matching (unless we are being deleted); a matching orphan that is not being
+/// deleted is adopted unless we are being deleted.
+pub fn claim(meta: &ObjectMeta, owner_uid: &str, matches: bool, owner_deleting: bool) -> Claim {
+    match crate::pod_util::controller_of(meta) {
+        Some(r) if r.uid != owner_uid => Claim::Ignore,
+        Some(_) if matches => Claim::Keep,
+        Some(_) if owner_deleting => Claim::Ignore,
+        Some(_) => Claim::Release,
+        None if owner_deleting || !matches || meta.deletion_timestamp.is_some() => Claim::Ignore,
+        None => Claim::Adopt,
+    }
+}
+
+/// Adds `owner` as the controller reference of an object (a merge patch pinned to its resourceVersion).
+pub async fn adopt<K>(api: &Api<K>, meta: &ObjectMeta, owner: OwnerReference) -> Result<K, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut refs: Vec<OwnerReference> =
+        meta.owner_references.clone().unwrap_or_default().into_iter().filter(|r| r.uid != owner.uid).collect();
+    refs.push(owner);
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}});
+    api.patch(meta.name.as_deref().unwrap_or(""), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await
+}
+
+/// Removes the owner reference with `owner_uid` from an object. A missing object is not an error.
+pub async fn release<K>(api: &Api<K>, meta: &ObjectMeta, owner_uid: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let refs: Vec<OwnerReference> =
+        meta.owner_references.clone().unwrap_or_default().into_iter().filter(|r| r.uid != owner_uid).collect();
+    let refs = if refs.is_empty() { serde_json::Value::Null } else { serde_json::json!(refs) };
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}});
+    match api.patch(meta.name.as_deref().unwrap_or(""), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Exponential per-key back-off for failed syncs (upstream's rate-limited work queue: 5 ms doubling,
+/// here from 1 s to at most 5 minutes).
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The delay before retrying `key` after one more failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// `key` synced: start again from the shortest delay.
+    pub fn reset(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// A watch of `api` kept in `writer`'s store, as a stream of the objects that changed (added, updated or
+/// deleted), each yielded after the store has it, so a controller triggered by it reads a fresh cache.
+/// `observe` sees every event first (to settle expectations).
+pub fn reflected_changes<K>(
+    api: Api<K>,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    observe: impl Fn(&kube::runtime::watcher::Event<K>) + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+    kube::runtime::reflector(writer, watcher::watcher(api, watcher::Config::default()).default_backoff()).filter_map(
+        move |ev| {
+            let out = match ev {
+                Ok(ev) => {
+                    observe(&ev);
+                    match ev {
+                        Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => Some(Ok(o)),
+                        Event::Init | Event::InitDone => None,
+                    }
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(out)
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +378,26 @@ mod tests {
         let (ok, err) = slow_start_batch(5, 1, |i| async move { Ok::<_, ()>(i) }).await;
         assert_eq!(ok.len(), 5);
         assert!(err.is_none());
+    }
+
+    #[test]
+    fn claim_rules() {
+        let mine = OwnerReference { uid: "me".into(), controller: Some(true), ..Default::default() };
+        let theirs = OwnerReference { uid: "other".into(), controller: Some(true), ..Default::default() };
+        let owned = ObjectMeta { owner_references: Some(vec![mine]), ..Default::default() };
+        let foreign = ObjectMeta { owner_references: Some(vec![theirs]), ..Default::default() };
+        let orphan = ObjectMeta::default();
+        assert_eq!(claim(&owned, "me", true, false), Claim::Keep);
+        assert_eq!(claim(&owned, "me", false, false), Claim::Release);
+        assert_eq!(claim(&owned, "me", false, true), Claim::Ignore);
+        assert_eq!(claim(&foreign, "me", true, false), Claim::Ignore);
+        assert_eq!(claim(&orphan, "me", true, false), Claim::Adopt);
+        assert_eq!(claim(&orphan, "me", true, true), Claim::Ignore);
+        assert_eq!(claim(&orphan, "me", false, false), Claim::Ignore);
+        let b = Backoff::default();
+        assert!(b.next("k") < b.next("k"));
+        b.reset("k");
+        assert_eq!(b.next("k"), Duration::from_secs(1));
     }
 
     #[test]

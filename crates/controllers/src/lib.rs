@@ -6,6 +6,8 @@
 
 pub mod context;
 pub mod controller_utils;
+pub mod deployment;
+pub mod replicaset;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_util;
