@@ -6,9 +6,11 @@
 //!   by every image using it; unpacked into `tmp/` and renamed into place, so a crash never leaves half a
 //!   layer; `layers/<hex>/whiteouts.json` when whiteouts could not be represented (see [`unpack`]);
 //! - `images.json`: normalised name → manifest digest, config digest, layers; written atomically;
-//! - `tmp/`: staging, emptied on open.
+//! - `tmp/`: staging, emptied on open;
+//! - `lock`: held (`flock`) by the process that has the store open.
 //!
-//! One `ImageStore` serialises its own operations; two processes must not share a root.
+//! One `ImageStore` serialises its own operations; a second `open` of the same root, in this process or
+//! another, fails while the first is alive.
 
 mod archive;
 pub mod pull;
@@ -116,6 +118,8 @@ pub struct ImageStore {
     index: Mutex<Index>,
     counter: AtomicU64,
     privileged: bool,
+    /// Holds an exclusive `flock` on `<root>/lock` for the store's lifetime: one process per store.
+    _lock: File,
 }
 
 fn io_err(action: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
@@ -146,6 +150,28 @@ fn remove_tree(path: &Path) -> io::Result<()> {
             fs::remove_dir_all(path).map_err(|_| first)
         }
     }
+}
+
+/// Takes the store's lock, failing at once (with a message saying so) when another process holds it.
+fn lock_root(root: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("lock"))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the store is in use by another process (is a skiff agent running with this data dir?)",
+            ));
+        }
+        return Err(e);
+    }
+    Ok(file)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -186,6 +212,7 @@ impl ImageStore {
         for d in ["blobs/sha256", "layers", "tmp"] {
             fs::create_dir_all(root.join(d)).map_err(open_err)?;
         }
+        let lock = lock_root(root).map_err(open_err)?;
         for e in fs::read_dir(root.join("tmp")).map_err(open_err)?.flatten() {
             remove_tree(&e.path()).map_err(open_err)?;
         }
@@ -210,6 +237,7 @@ impl ImageStore {
             index: Mutex::new(index),
             counter: AtomicU64::new(0),
             privileged,
+            _lock: lock,
         };
         {
             let index = store.lock();
