@@ -377,6 +377,31 @@ mod tests {
         assert_eq!(r.read_frame().await.unwrap(), None);
     }
 
+    /// Header blocks as zlib (the library Go's compressor is compatible with) writes them with SPDY's
+    /// dictionary at level 9, two blocks on one compression context.
+    #[tokio::test]
+    async fn reads_header_blocks_from_another_zlib_implementation() {
+        let hex_bytes = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let blocks = [
+            hex_bytes("78f9e3c6a7c202253a703a2b294a4dcc851625aca9a0808614cb45a024cc64610024398b209198094adc8c0600000000ffff"),
+            hex_bytes("c2aa15540a2512d209000000ffff"),
+        ];
+        let mut wire = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let mut p = vec![0, 0, 0, (2 * i + 1) as u8, 0, 0, 0, 0, 0, 0];
+            p.extend_from_slice(b);
+            wire.extend(control(1, 0, &p));
+        }
+        let mut r = FrameReader::new(&wire[..]);
+        let h = |t: &str| vec![("streamtype".to_string(), t.to_string()), ("port".into(), "80".into()), ("requestid".into(), "0".into())];
+        for (id, t) in [(1, "error"), (3, "data")] {
+            assert_eq!(
+                r.read_frame().await.unwrap(),
+                Some(Frame::SynStream { stream_id: id, associated_to: 0, priority: 0, fin: false, headers: h(t) })
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_header_block_that_is_not_zlib_is_a_protocol_error() {
         let wire = control(2, 0, &[0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]);
