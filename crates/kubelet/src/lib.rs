@@ -9,3 +9,18 @@ pub mod container_config;
 pub mod env;
 pub mod server;
 pub mod volumes;
+
+pub mod backoff;
+pub mod config;
+pub mod images;
+pub mod kuberuntime;
+pub mod lease;
+pub mod lifecycle;
+pub mod node_status;
+pub mod pod_workers;
+pub mod probes;
+pub mod run;
+pub mod status;
+
+pub use config::KubeletConfig;
+pub use run::{run, Deps, Error};

@@ -44,6 +44,7 @@ struct State {
     exec_results: HashMap<(String, Vec<String>), Result<ExecSyncResult, String>>,
     start_errors: HashMap<String, String>,
     starts: HashMap<String, u32>,
+    start_order: Vec<(String, String)>,
     pulls: HashMap<String, u32>,
     execs: Vec<(String, Vec<String>)>,
 }
@@ -150,6 +151,11 @@ impl FakeRuntime {
     /// How many times containers named `container` in the pod with `pod_uid` were started.
     pub fn start_count(&self, pod_uid: &str, container: &str) -> u32 {
         self.lock().starts.get(&format!("{pod_uid}/{container}")).copied().unwrap_or(0)
+    }
+
+    /// Every successful start so far, in order, as (pod uid, container name).
+    pub fn start_order(&self) -> Vec<(String, String)> {
+        self.lock().start_order.clone()
     }
 
     /// How many pulls of `image` were attempted.
@@ -312,6 +318,7 @@ impl RuntimeService for FakeRuntime {
         }
         let behaviour = s.behaviours.get(&name).copied().unwrap_or(Behaviour::RunForever);
         *s.starts.entry(format!("{uid}/{name}")).or_default() += 1;
+        s.start_order.push((uid.clone(), name.clone()));
         let now = SystemTime::now();
         let c = s.containers.get_mut(container_id).expect("checked above");
         c.status.state = ContainerState::Running;
