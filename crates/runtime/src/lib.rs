@@ -12,4 +12,6 @@ pub mod fake;
 pub mod image;
 pub mod logs;
 pub mod netns;
+pub mod oci;
+pub mod shim;
 pub mod testing;
