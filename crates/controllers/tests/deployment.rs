@@ -94,7 +94,7 @@ impl Harness {
 
     async fn sets_of(&self, app: &str) -> Vec<ReplicaSet> {
         let mut v = self.sets.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap().items;
-        v.sort_by_key(|r| util::revision_of(r));
+        v.sort_by_key(util::revision_of);
         v
     }
 
