@@ -1,0 +1,71 @@
+//! ImageLocality: nodes that already have the pod's images score higher, weighted by image size and by how
+//! many nodes have the image (so one node holding it does not attract everything).
+
+use crate::cache::Cache;
+use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin};
+use crate::node_info::NodeInfo;
+use crate::pod_info::PodInfo;
+
+pub const NAME: &str = "ImageLocality";
+const MB: i64 = 1024 * 1024;
+const MIN_THRESHOLD: i64 = 23 * MB;
+const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
+
+/// Upstream's `normalizedImageName`: an image without tag or digest means `:latest`.
+pub fn normalized_image_name(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') { name.to_string() } else { format!("{name}:latest") }
+}
+
+pub struct ImageLocality;
+
+impl Plugin for ImageLocality {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn scores(&self) -> bool {
+        true
+    }
+
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> i64 {
+        let Some(spec) = pod.pod.spec.as_ref() else { return 0 };
+        let total = cache.num_nodes().max(1) as i64;
+        let mut sum = 0i64;
+        let containers: Vec<_> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+        for c in &containers {
+            let Some(img) = c.image.as_deref() else { continue };
+            let name = normalized_image_name(img);
+            if let Some(size) = node.images.get(&name).or_else(|| node.images.get(img)) {
+                let spread = cache.image_node_count(&name).max(cache.image_node_count(img)) as i64;
+                sum += (*size as f64 * (spread as f64 / total as f64)) as i64;
+            }
+        }
+        let max = MAX_CONTAINER_THRESHOLD * containers.len().max(1) as i64;
+        let sum = sum.clamp(MIN_THRESHOLD, max);
+        MAX_NODE_SCORE * (sum - MIN_THRESHOLD) / (max - MIN_THRESHOLD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{NodeBuilder, PodBuilder, score_all};
+
+    #[test]
+    fn score() {
+        let nodes = [
+            NodeBuilder::new("n1").image("nginx:latest", 500 * MB).build(),
+            NodeBuilder::new("n2").image("nginx:latest", 500 * MB).image("big:1", 2000 * MB).build(),
+            NodeBuilder::new("n3").build(),
+        ];
+        let pod = PodBuilder::new("p").image("nginx").build();
+        // 500MB spread over 2 of 3 nodes: 333MB -> (333 - 23) * 100 / (1000 - 23) = 31
+        assert_eq!(score_all(&ImageLocality, &pod, &nodes, &[]), vec![31, 31, 0]);
+        let big = PodBuilder::new("p").image("big:1").build();
+        // 2000MB on one of three nodes: 666MB -> 65
+        assert_eq!(score_all(&ImageLocality, &big, &nodes, &[]), vec![0, 65, 0]);
+        assert_eq!(normalized_image_name("registry:5000/app"), "registry:5000/app:latest");
+        assert_eq!(normalized_image_name("app@sha256:abc"), "app@sha256:abc");
+    }
+}
