@@ -14,3 +14,5 @@ pub mod pod_util;
 pub mod serviceaccount;
 pub mod job;
 pub mod cronjob;
+pub mod daemonset;
+pub mod controller_revision;
