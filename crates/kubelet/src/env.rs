@@ -327,12 +327,12 @@ pub fn service_env(service: &Service) -> Vec<(String, String)> {
 async fn service_env_map(client: &kube::Client, namespace: &str, enable_service_links: bool) -> Result<OrderedEnv, ConfigError> {
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let master: Api<Service> = Api::namespaced(client.clone(), MASTER_SERVICE_NAMESPACE);
-    if let Some(svc) = master.get_opt(MASTER_SERVICE_NAME).await.map_err(ConfigError::ListServices)? {
+    if let Some(svc) = master.get_opt(MASTER_SERVICE_NAME).await.map_err(|e| ConfigError::ListServices(Box::new(e)))? {
         services.insert(MASTER_SERVICE_NAME.to_string(), svc);
     }
     if enable_service_links {
         let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-        let list = api.list(&Default::default()).await.map_err(ConfigError::ListServices)?;
+        let list = api.list(&Default::default()).await.map_err(|e| ConfigError::ListServices(Box::new(e)))?;
         for svc in list.items {
             let name = svc.metadata.name.clone().unwrap_or_default();
             services.insert(name, svc);
@@ -362,7 +362,7 @@ impl Cache {
                 kind: "configmap",
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
             self.config_maps.insert(name.to_string(), cm);
         }
@@ -376,7 +376,7 @@ impl Cache {
                 kind: "secret",
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
             self.secrets.insert(name.to_string(), s);
         }
@@ -476,12 +476,8 @@ pub async fn make_environment(
                     None if optional => continue,
                     None => return Err(ConfigError::ConfigMapNotFound(k.name.clone())),
                 };
-                let found = cm.data.as_ref().and_then(|d| d.get(&k.key)).cloned().or_else(|| {
-                    cm.binary_data
-                        .as_ref()
-                        .and_then(|d| d.get(&k.key))
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                });
+                // Only `data`, as upstream (binaryData is for files).
+                let found = cm.data.as_ref().and_then(|d| d.get(&k.key)).cloned();
                 match found {
                     Some(v) => v,
                     None if optional => continue,

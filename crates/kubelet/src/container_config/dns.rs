@@ -113,9 +113,7 @@ pub fn pod_dns(pod: &Pod, cluster_dns: &[String], cluster_domain: &str, host: &H
         }
         // No cluster DNS known: upstream falls back to the host's settings.
         _ => {
-            if spec.and_then(|s| s.dns_config.as_ref()).is_none() {
-                return None;
-            }
+            spec.and_then(|s| s.dns_config.as_ref())?;
             host_config()
         }
     };

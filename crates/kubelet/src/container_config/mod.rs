@@ -78,9 +78,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
     #[error("failed to get {kind} {namespace}/{name}: {source}")]
-    Api { kind: &'static str, namespace: String, name: String, source: kube::Error },
+    Api { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
     #[error("failed to list services: {0}")]
-    ListServices(kube::Error),
+    ListServices(Box<kube::Error>),
     #[error("failed to {what} {}: {source}", path.display())]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }

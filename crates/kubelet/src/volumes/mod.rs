@@ -54,7 +54,7 @@ pub enum VolumeError {
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
     #[error("failed to get {kind} {namespace}/{name}: {source}")]
-    Api { kind: &'static str, namespace: String, name: String, source: kube::Error },
+    Api { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
     #[error("failed to {what} {}: {source}", path.display())]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -87,6 +87,15 @@ pub struct VolumeManager {
     client: kube::Client,
     allocatable: NodeAllocatable,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Service account tokens issued for projected volumes, by `<uid>/<volume>/<path>`, reused until 80% of
+    /// their lifetime has passed (as the kubelet's token manager).
+    tokens: Mutex<HashMap<String, IssuedToken>>,
+}
+
+struct IssuedToken {
+    issued: std::time::Instant,
+    lifetime: std::time::Duration,
+    token: Vec<u8>,
 }
 
 /// What a volume's contents are made of, once read from the API.
@@ -99,7 +108,13 @@ enum Contents {
 
 impl VolumeManager {
     pub fn new(pods_root: PathBuf, client: kube::Client) -> Self {
-        Self { pods_root, client, allocatable: NodeAllocatable::from_host(), locks: Mutex::new(HashMap::new()) }
+        Self {
+            pods_root,
+            client,
+            allocatable: NodeAllocatable::from_host(),
+            locks: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `<pods_root>/<uid>`.
@@ -193,8 +208,35 @@ impl VolumeManager {
         drop(guard);
         if result.is_ok() {
             self.locks.lock().expect("volume lock map").remove(pod_uid);
+            let prefix = format!("{pod_uid}/");
+            self.tokens.lock().expect("token map").retain(|k, _| !k.starts_with(&prefix));
         }
         result
+    }
+
+    /// A token for a projected `serviceAccountToken` source: the one issued before while it is younger than
+    /// 80% of its lifetime, else a new one. `None` when the API server does not serve TokenRequest.
+    async fn token(
+        &self,
+        pod: &Pod,
+        volume: &str,
+        projection: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    ) -> Result<Option<Vec<u8>>, VolumeError> {
+        let key = format!("{}/{volume}/{}", pod.metadata.uid.as_deref().unwrap_or_default(), projection.path);
+        if let Some(t) = self.tokens.lock().expect("token map").get(&key)
+            && t.issued.elapsed() < t.lifetime.mul_f64(0.8)
+        {
+            return Ok(Some(t.token.clone()));
+        }
+        let Some(token) = sources::service_account_token(&self.client, pod, projection).await? else {
+            return Ok(None);
+        };
+        let lifetime = std::time::Duration::from_secs(projection.expiration_seconds.unwrap_or(3600).max(600) as u64);
+        self.tokens
+            .lock()
+            .expect("token map")
+            .insert(key, IssuedToken { issued: std::time::Instant::now(), lifetime, token: token.clone() });
+        Ok(Some(token))
     }
 
     fn volume_dir(pod_dir: &Path, plugin: &str, name: &str) -> Result<PathBuf, VolumeError> {
@@ -325,11 +367,9 @@ impl VolumeManager {
                     )?);
                 }
                 if let Some(t) = &source.service_account_token
-                    && let Some(token) = sources::service_account_token(&self.client, pod, t).await?
+                    && let Some(token) = self.token(pod, &volume.name, t).await?
                 {
-                    // Tokens are readable by the owner only unless a mode says otherwise (upstream 0600 when
-                    // no fsGroup is set).
-                    payload.insert(t.path.clone(), FileProjection { data: token, mode: 0o600 });
+                    payload.insert(t.path.clone(), FileProjection { data: token, mode: (default_mode as u32) & 0o7777 });
                 }
                 if source.cluster_trust_bundle.is_some() {
                     return Err(VolumeError::Unsupported("projected clusterTrustBundle"));
@@ -353,6 +393,7 @@ impl VolumeManager {
             .and_then(|g| u32::try_from(g).ok());
         let name = volume.name.clone();
         let pod_dir = pod_dir.to_path_buf();
+        let memory_size = Some(self.memory_size(pod, None));
         tokio::task::spawn_blocking(move || -> Result<PathBuf, VolumeError> {
             match contents {
                 Contents::HostPath(p) => Ok(p),
@@ -374,8 +415,8 @@ impl VolumeManager {
                     let dir = Self::volume_dir(&pod_dir, plugin, &name)?;
                     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
                     if memory && !mount::is_mount_point(&dir) {
-                        // Secrets never touch the disk: a small tmpfs, as upstream's memory-backed wrapper.
-                        mount::mount_tmpfs(&dir, None).map_err(io_err("mount tmpfs on", &dir))?;
+                        // Secrets never touch the disk: a tmpfs sized like a memory emptyDir (upstream wraps one).
+                        mount::mount_tmpfs(&dir, memory_size).map_err(io_err("mount tmpfs on", &dir))?;
                         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
                             .map_err(io_err("chmod", &dir))?;
                     }

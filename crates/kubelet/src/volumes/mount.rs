@@ -59,7 +59,7 @@ fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -88,4 +88,16 @@ pub fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {
 /// Whether `path` is a mount point (listed in mountinfo).
 pub fn is_mount_point(path: &Path) -> bool {
     mounts_under(path).map(|m| m.iter().any(|p| p == path)).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape("/var/lib/my\\040dir"), PathBuf::from("/var/lib/my dir"));
+        assert_eq!(unescape("/a\\011b\\134c"), PathBuf::from("/a\tb\\c"));
+        assert_eq!(unescape("/plain\\"), PathBuf::from("/plain\\"));
+    }
 }

@@ -23,7 +23,7 @@ fn mode(m: i32) -> u32 {
 
 fn api_err(kind: &'static str, ns: &str, name: &str) -> impl FnOnce(kube::Error) -> VolumeError {
     let (ns, name) = (ns.to_string(), name.to_string());
-    move |source| VolumeError::Api { kind, namespace: ns, name, source }
+    move |source| VolumeError::Api { kind, namespace: ns, name, source: Box::new(source) }
 }
 
 pub async fn get_config_map(client: &kube::Client, ns: &str, name: &str) -> Result<Option<ConfigMap>, VolumeError> {
@@ -189,6 +189,11 @@ pub async fn service_account_token(
             tracing::warn!(namespace = ns, serviceaccount = sa, "the API server does not serve TokenRequest; skipping the serviceAccountToken source");
             Ok(None)
         }
-        Err(source) => Err(VolumeError::Api { kind: "serviceaccount token", namespace: ns.into(), name: sa.into(), source }),
+        Err(source) => Err(VolumeError::Api {
+            kind: "serviceaccount token",
+            namespace: ns.into(),
+            name: sa.into(),
+            source: Box::new(source),
+        }),
     }
 }
