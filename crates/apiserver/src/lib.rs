@@ -13,6 +13,7 @@ mod handlers;
 mod openapi;
 mod params;
 mod patch;
+mod proxy;
 mod reviews;
 mod subresources;
 pub mod testing;
@@ -34,6 +35,7 @@ use skiff_registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::UserInfo;
+pub use proxy::KubeletClientConfig;
 
 /// The largest request body accepted (Kubernetes' limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -50,6 +52,9 @@ pub struct Config {
     pub max_watch_timeout: Duration,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// The client certificate for kubelets (pods/log, exec, attach, portforward); without it those
+    /// answer 503.
+    pub kubelet_client: Option<KubeletClientConfig>,
 }
 
 impl Default for Config {
@@ -58,6 +63,7 @@ impl Default for Config {
             advertise_address: "127.0.0.1:6443".into(),
             max_watch_timeout: Duration::from_secs(1800),
             bookmark_interval: Duration::from_secs(60),
+            kubelet_client: None,
         }
     }
 }

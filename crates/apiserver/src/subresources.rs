@@ -1,5 +1,6 @@
 //! Subresources: `status`, `scale` (autoscaling/v1 Scale), pod `binding` and `eviction`, namespace
-//! `finalize`; the streaming ones (`log`, `exec`, `attach`, `portforward`) belong to the node agent.
+//! `finalize`; the streaming ones (`log`, `exec`, `attach`, `portforward`) are proxied to the pod's kubelet
+//! (`proxy`).
 
 use axum::body::Body;
 use axum::response::Response;
@@ -37,9 +38,7 @@ pub async fn serve(ctx: &Ctx, t: &Target, sub: &str, body: Body) -> Result<Respo
         ("binding", &Method::POST) => bind(ctx, t, name, body).await,
         ("eviction", &Method::POST) => evict(ctx, t, name, body).await,
         ("finalize", &Method::PUT) => finalize(ctx, t, name, body).await,
-        ("log" | "exec" | "attach" | "portforward", _) => Err(ApiError::service_unavailable(format!(
-            "pods/{sub} is served by the node agent, and this server has no node agent yet (pod {name:?})"
-        ))),
+        ("log" | "exec" | "attach" | "portforward", _) => crate::proxy::serve(ctx, t, name, sub).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow {method} on {}/{sub}",
             t.r.qualified_plural()
