@@ -467,3 +467,102 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_orphans() {
     assert_eq!(h.fake.start_count(&uid, "app"), 2);
     second.stop().await;
 }
+
+#[tokio::test]
+async fn never_and_on_failure_pods_finish_with_a_terminal_phase() {
+    let h = Harness::new().await;
+    h.fake.set_behaviour("ok", Behaviour::ExitAfter(Duration::from_millis(50), 0));
+    h.fake.set_behaviour("bad", Behaviour::ExitAfter(Duration::from_millis(50), 3));
+    let kubelet = h.start_kubelet();
+    let mut done = pod("done", json!([{ "name": "ok", "image": "busybox:1.36" }]));
+    done["spec"]["restartPolicy"] = json!("OnFailure");
+    h.create_pod(done).await;
+    let mut failed = pod("failed", json!([{ "name": "bad", "image": "busybox:1.36" }]));
+    failed["spec"]["restartPolicy"] = json!("Never");
+    h.create_pod(failed).await;
+
+    let p = h.wait_pod("done", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let t = cs(&p, "ok").unwrap().state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    assert!(t.started_at.is_some() && t.finished_at.is_some());
+    let ready = p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").cloned().unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
+
+    let p = h.wait_pod("failed", "Failed", |p| phase(p) == "Failed").await;
+    let c = cs(&p, "bad").unwrap();
+    let t = c.state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    assert_eq!(c.restart_count, 0);
+    let uid = p.metadata.uid.clone().unwrap();
+    assert_eq!(h.fake.start_count(&uid, "bad"), 1);
+    // A finished pod's sandbox is stopped; its exited container stays for status and logs.
+    let mut stopped = false;
+    for _ in 0..200 {
+        if h.fake.sandboxes().iter().filter(|s| s.uid == uid).all(|s| s.state == skiff_runtime::cri::SandboxState::NotReady) {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "the finished pod's sandbox is stopped");
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn config_and_start_errors_show_as_waiting_reasons() {
+    let h = Harness::new().await;
+    h.fake.fail_start("boom", "exec: \"nope\": executable file not found in $PATH");
+    let kubelet = h.start_kubelet();
+    h.create_pod(pod(
+        "misconfigured",
+        json!([{ "name": "app", "image": "busybox:1.36",
+                 "env": [{ "name": "X", "valueFrom": { "configMapKeyRef": { "name": "missing", "key": "k" } } }] }]),
+    ))
+    .await;
+    h.create_pod(pod("unstartable", json!([{ "name": "boom", "image": "busybox:1.36" }]))).await;
+    let p = h
+        .wait_pod("misconfigured", "CreateContainerConfigError", |p| {
+            waiting_reason(cs(p, "app")).as_deref() == Some("CreateContainerConfigError")
+        })
+        .await;
+    let message = cs(&p, "app").unwrap().state.clone().unwrap().waiting.unwrap().message.unwrap();
+    assert!(message.contains("configmap \"missing\" not found"), "{message}");
+    assert_eq!(phase(&p), "Pending");
+    h.wait_event("misconfigured", "Failed", "Error: configmap \"missing\" not found").await;
+
+    // The runtime's start error, then the restart back-off.
+    h.wait_event("unstartable", "Failed", "executable file not found").await;
+    let p = h
+        .wait_pod("unstartable", "CrashLoopBackOff", |p| waiting_reason(cs(p, "boom")).as_deref() == Some("CrashLoopBackOff"))
+        .await;
+    let last = cs(&p, "boom").unwrap().last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(last.reason.as_deref(), Some("StartError"));
+    assert!(last.message.unwrap_or_default().contains("executable file not found"));
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn a_sidecar_keeps_running_beside_the_app_and_a_failed_post_start_hook_kills() {
+    let h = Harness::new().await;
+    h.fake.set_exec_result("hooked", &["hook"], Ok(ExecSyncResult { exit_code: 2, stderr: b"no".to_vec(), ..Default::default() }));
+    let kubelet = h.start_kubelet();
+    let mut spec = pod("sidecar", json!([{ "name": "app", "image": "busybox:1.36" }]));
+    spec["spec"]["initContainers"] = json!([{ "name": "proxy", "image": "busybox:1.36", "restartPolicy": "Always" }]);
+    let created = h.create_pod(spec).await;
+    let uid = created.metadata.uid.unwrap();
+    let p = h.wait_pod("sidecar", "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+    let proxy = &p.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    assert!(proxy.state.as_ref().unwrap().running.is_some() && proxy.ready && proxy.started == Some(true));
+    let order: Vec<String> = h.fake.start_order().into_iter().filter(|(u, _)| *u == uid).map(|(_, n)| n).collect();
+    assert_eq!(order, ["proxy", "app"]);
+
+    h.create_pod(pod(
+        "hook",
+        json!([{ "name": "hooked", "image": "busybox:1.36", "lifecycle": { "postStart": { "exec": { "command": ["hook"] } } } }]),
+    ))
+    .await;
+    h.wait_event("hook", "FailedPostStartHook", "exited with 2").await;
+    let p = h.wait_pod("hook", "a restart after the failed hook", |p| cs(p, "hooked").is_some_and(|c| c.restart_count >= 1)).await;
+    assert_eq!(phase(&p), "Running");
+    kubelet.stop().await;
+}

@@ -365,8 +365,8 @@ impl Kubelet {
         }
         self.recorder.event(pod, Some(name), NORMAL, "Started", format!("Started container {name}")).await;
 
-        // Older exited instances go; the one before this start stays for `lastState` and `logs --previous`.
-        for old in rt.instances(name).into_iter().skip(1).filter(|o| o.state == ContainerState::Exited) {
+        // Older instances that do not run go; the one before this start stays for `lastState` and `logs --previous`.
+        for old in rt.instances(name).into_iter().skip(1).filter(|o| o.state != ContainerState::Running) {
             if let Err(e) = self.runtime.remove_container(&old.id).await {
                 tracing::debug!(container = %old.id, error = %e, "failed to remove an old container");
             }
