@@ -438,11 +438,11 @@ pub async fn update(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool)
     Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
 }
 
-/// What a DELETE asked for: the registry's options and whether the old `orphanDependents: false`
-/// asked for cascading. The propagation policy is validated; there is no garbage collector yet to act
-/// on it (ARCHITECTURE.md).
+/// What a DELETE asked for: the registry's options, the propagation policy (`orphanDependents` maps
+/// to Orphan or Background as upstream), and whether the old `orphanDependents: false` asked for cascading.
 struct DeleteRequest {
     options: DeleteOptions,
+    propagation: Option<skiff_registry::Propagation>,
     cascade_requested: bool,
 }
 
@@ -479,22 +479,29 @@ async fn delete_options(ctx: &Ctx, body: Body) -> Result<DeleteRequest, ApiError
         }
         match v.get("orphanDependents").and_then(Value::as_bool) {
             Some(true) => propagation = Some("Orphan".into()),
-            Some(false) => cascade_requested = true,
+            Some(false) => {
+                cascade_requested = true;
+                propagation.get_or_insert_with(|| "Background".into());
+            }
             None => {}
         }
     }
-    if let Some(p) = &propagation
-        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
-    {
-        return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &[skiff_api::FieldError::not_supported(
-            "propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])]));
-    }
-    Ok(DeleteRequest { options: opts, cascade_requested })
+    let propagation = match propagation.as_deref() {
+        None => None,
+        Some("Orphan") => Some(skiff_registry::Propagation::Orphan),
+        Some("Background") => Some(skiff_registry::Propagation::Background),
+        Some("Foreground") => Some(skiff_registry::Propagation::Foreground),
+        Some(p) => {
+            return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &[skiff_api::FieldError::not_supported(
+                "propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])]));
+        }
+    };
+    Ok(DeleteRequest { options: opts, propagation, cascade_requested })
 }
 
 async fn delete(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
     let request = delete_options(ctx, body).await?;
-    match ctx.server.registry.delete(t.r, t.namespace.as_deref(), name, &request.options).await? {
+    match ctx.server.registry.delete_propagating(t.r, t.namespace.as_deref(), name, &request.options, request.propagation).await? {
         Deleted::Gone(obj) => {
             let uid = obj["metadata"]["uid"].as_str();
             Ok(json_response(StatusCode::OK, &skiff_api::status::success_status(t.r.group, t.r.plural, name, uid)))
@@ -509,14 +516,15 @@ async fn delete(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Respons
 }
 
 async fn delete_collection(ctx: &Ctx, t: &Target, body: Body) -> Result<Response, ApiError> {
-    let opts = delete_options(ctx, body).await?.options;
+    let request = delete_options(ctx, body).await?;
+    let (opts, propagation) = (request.options, request.propagation);
     let filter = Filter::new(t.r, &ctx.params)?;
     let page = ctx.server.registry.list(t.r, t.namespace.as_deref(), None, None, &|o| filter.matches(o)).await?;
     let mut deleted = Vec::new();
     for obj in page.items {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        match ctx.server.registry.delete(t.r, ns.as_deref(), &name, &opts).await {
+        match ctx.server.registry.delete_propagating(t.r, ns.as_deref(), &name, &opts, propagation).await {
             Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => deleted.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

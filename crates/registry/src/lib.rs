@@ -56,6 +56,53 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// `propagationPolicy` of a delete: what happens to the object's dependents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// The `orphan` finalizer: the garbage collector removes the owner references from dependents first.
+    Orphan,
+    /// Deleted at once; the garbage collector deletes the dependents afterwards.
+    Background,
+    /// The `foregroundDeletion` finalizer: the garbage collector deletes the dependents first.
+    Foreground,
+}
+
+/// The finalizer of orphan propagation.
+pub const FINALIZER_ORPHAN: &str = "orphan";
+/// The finalizer of foreground propagation.
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// Upstream's `DefaultGarbageCollectionPolicy`: batch/v1 Jobs orphan their pods when a delete names no
+/// policy (kept for backwards compatibility); everything else is deleted in the background.
+fn default_propagation(r: &ResourceInfo) -> Propagation {
+    if r.group == "batch" && r.version == "v1" && r.plural == "jobs" { Propagation::Orphan } else { Propagation::Background }
+}
+
+/// Upstream's `deletionFinalizersForGarbageCollection`: the object's finalizers with `orphan` and
+/// `foregroundDeletion` set as the delete asks (an explicit policy, else the object's own GC finalizer,
+/// else the resource's default). `Some` only when the list changes.
+fn gc_finalizers(r: &ResourceInfo, obj: &Value, propagation: Option<Propagation>) -> Option<Vec<Value>> {
+    let current: Vec<Value> = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+    let has = |f: &str| current.iter().any(|v| v == f);
+    let policy = propagation.unwrap_or_else(|| {
+        if has(FINALIZER_ORPHAN) {
+            Propagation::Orphan
+        } else if has(FINALIZER_FOREGROUND) {
+            Propagation::Foreground
+        } else {
+            default_propagation(r)
+        }
+    });
+    let mut new: Vec<Value> = current.iter().filter(|v| *v != FINALIZER_ORPHAN && *v != FINALIZER_FOREGROUND).cloned().collect();
+    match policy {
+        Propagation::Orphan => new.push(json!(FINALIZER_ORPHAN)),
+        Propagation::Foreground => new.push(json!(FINALIZER_FOREGROUND)),
+        Propagation::Background => {}
+    }
+    let as_set = |v: &[Value]| v.iter().filter_map(Value::as_str).map(str::to_string).collect::<HashSet<_>>();
+    if as_set(&current) == as_set(&new) { None } else { Some(new) }
+}
+
 /// What a delete did.
 #[derive(Debug)]
 pub enum Deleted {
@@ -568,7 +615,8 @@ impl Registry {
         }
     }
 
-    /// Deletes an object, honouring finalizers, preconditions and (for pods on a node) grace periods.
+    /// Deletes an object, honouring finalizers, preconditions and (for pods on a node) grace periods, with
+    /// the resource's default propagation.
     pub async fn delete(
         &self,
         r: &ResourceInfo,
@@ -576,10 +624,23 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
+        self.delete_propagating(r, namespace, name, opts, None).await
+    }
+
+    /// `delete` with a `propagationPolicy`: `Orphan` and `Foreground` mark the object terminating with the
+    /// `orphan` or `foregroundDeletion` finalizer for the garbage collector; `Background` deletes at once.
+    pub async fn delete_propagating(
+        &self,
+        r: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+        propagation: Option<Propagation>,
+    ) -> Result<Deleted, ApiError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.delete_once(r, namespace, name, opts).await {
+            match self.delete_once(r, namespace, name, opts, propagation).await {
                 Err(e) if e.code == 409 && e.reason == "Conflict" && attempts < 8
                     && opts.precondition_resource_version.is_none() => continue,
                 other => return other,
@@ -593,6 +654,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
+        propagation: Option<Propagation>,
     ) -> Result<Deleted, ApiError> {
         let old = self.get(r, namespace, name).await?;
         let meta = &old["metadata"];
@@ -612,19 +674,28 @@ impl Registry {
         let rev: Revision = meta["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
         let key = r.key(namespace, name);
         let terminating = meta.get("deletionTimestamp").is_some_and(|v| !v.is_null());
-        let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         let is_namespace = r.storage_group.is_empty() && r.storage_plural == "namespaces";
 
         if is_namespace {
             return self.delete_namespace(r, name, old, opts).await;
         }
+        let gc = gc_finalizers(r, &old, propagation);
+        let has_finalizers = match &gc {
+            Some(f) => !f.is_empty(),
+            None => meta["finalizers"].as_array().is_some_and(|f| !f.is_empty()),
+        };
         if has_finalizers {
-            if terminating {
+            if terminating && gc.is_none() {
                 return Ok(Deleted::Pending(old));
             }
             let mut marked = old.clone();
-            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if let Some(f) = gc {
+                marked["metadata"]["finalizers"] = json!(f);
+            }
+            if !terminating {
+                marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
             return self.write_marked(r, &key, marked, rev, opts).await.map(Deleted::Pending);
         }
         let is_pod = r.storage_group.is_empty() && r.storage_plural == "pods";
@@ -718,8 +789,9 @@ impl Registry {
             for obj in page.items {
                 let obj_name = name_of(&obj).to_string();
                 let opts = DeleteOptions { grace_period_seconds: None, ..Default::default() };
-                // Boxed: namespace deletion reaches this through `delete` itself.
-                match Box::pin(self.delete(res, Some(name), &obj_name, &opts)).await {
+                // Boxed: namespace deletion reaches this through `delete` itself. Background, as upstream's
+                // namespace deleter: everything in the namespace goes anyway.
+                match Box::pin(self.delete_propagating(res, Some(name), &obj_name, &opts, Some(Propagation::Background))).await {
                     Ok(Deleted::Gone(_)) => {}
                     Ok(Deleted::Pending(_)) => left += 1,
                     Err(e) if e.code == 404 => {}
