@@ -16,3 +16,4 @@ pub mod job;
 pub mod cronjob;
 pub mod daemonset;
 pub mod controller_revision;
+pub mod statefulset;
