@@ -351,12 +351,16 @@ impl PodBuilder {
         self
     }
 
-    pub fn build(self) -> Pod {
+    /// The pod; one container without requests if none was added (pods need one).
+    pub fn build(mut self) -> Pod {
+        if self.spec().containers.is_empty() {
+            self = self.container("", "");
+        }
         self.0
     }
 
     pub fn info(self) -> Arc<PodInfo> {
-        Arc::new(PodInfo::new(Arc::new(self.0)))
+        Arc::new(PodInfo::new(Arc::new(self.build())))
     }
 }
 
