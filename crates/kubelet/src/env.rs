@@ -157,12 +157,8 @@ pub fn pod_field_value(pod: &Pod, host_ip: Option<IpAddr>, field_path: &str) -> 
         };
         return Ok(map.and_then(|m| m.get(key)).cloned().unwrap_or_default());
     }
-    let host_ip_str = || {
-        host_ip
-            .map(|ip| ip.to_string())
-            .or_else(|| status.and_then(|s| s.host_ip.clone()))
-            .unwrap_or_default()
-    };
+    let host_ip_str =
+        || host_ip.map(|ip| ip.to_string()).or_else(|| status.and_then(|s| s.host_ip.clone())).unwrap_or_default();
     Ok(match field_path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
@@ -324,7 +320,11 @@ pub fn service_env(service: &Service) -> Vec<(String, String)> {
 
 /// The service-link variables a pod in `namespace` gets: the `kubernetes` Service always, every Service of
 /// the namespace when `enable_service_links`.
-async fn service_env_map(client: &kube::Client, namespace: &str, enable_service_links: bool) -> Result<OrderedEnv, ConfigError> {
+async fn service_env_map(
+    client: &kube::Client,
+    namespace: &str,
+    enable_service_links: bool,
+) -> Result<OrderedEnv, ConfigError> {
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let master: Api<Service> = Api::namespaced(client.clone(), MASTER_SERVICE_NAMESPACE);
     if let Some(svc) = master.get_opt(MASTER_SERVICE_NAME).await.map_err(|e| ConfigError::ListServices(Box::new(e)))? {
@@ -355,7 +355,12 @@ struct Cache {
 }
 
 impl Cache {
-    async fn config_map(&mut self, client: &kube::Client, ns: &str, name: &str) -> Result<Option<&ConfigMap>, ConfigError> {
+    async fn config_map(
+        &mut self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<&ConfigMap>, ConfigError> {
         if !self.config_maps.contains_key(name) {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
             let cm = api.get_opt(name).await.map_err(|source| ConfigError::Api {
@@ -464,8 +469,9 @@ pub async fn make_environment(
                 pod_field_value(pod, host_ip, &f.field_path)?
             } else if let Some(r) = &src.resource_field_ref {
                 let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
-                    Some(name) => find_container(pod, name)
-                        .ok_or_else(|| ConfigError::ContainerNotFound(name.to_string()))?,
+                    Some(name) => {
+                        find_container(pod, name).ok_or_else(|| ConfigError::ContainerNotFound(name.to_string()))?
+                    }
                     None => container,
                 };
                 container_resource_value(target, &r.resource, r.divisor.as_ref(), allocatable)?
@@ -533,17 +539,22 @@ pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus, ResourceRequirements, ServicePort, ServiceSpec};
 
     fn expand_with(input: &str) -> String {
-        let vars: HashMap<&str, &str> =
-            [("VAR_A", "A"), ("VAR_B", "B"), ("VAR_C", "C"), ("VAR_REF", "$(VAR_A)"), ("VAR_EMPTY", ""), ("BIG_MONEY", "$$$")]
-                .into_iter()
-                .collect();
+        let vars: HashMap<&str, &str> = [
+            ("VAR_A", "A"),
+            ("VAR_B", "B"),
+            ("VAR_C", "C"),
+            ("VAR_REF", "$(VAR_A)"),
+            ("VAR_EMPTY", ""),
+            ("BIG_MONEY", "$$$"),
+        ]
+        .into_iter()
+        .collect();
         expand(input, &|n| vars.get(n).map(|v| v.to_string()))
     }
 
@@ -595,7 +606,11 @@ mod tests {
         p.metadata.uid = Some("u-1".into());
         p.metadata.labels = Some([("app".to_string(), "web".to_string()), ("tier".into(), "a\"b".into())].into());
         p.metadata.annotations = Some([("note".to_string(), "hi".to_string())].into());
-        p.spec = Some(PodSpec { node_name: Some("n1".into()), service_account_name: Some("sa".into()), ..Default::default() });
+        p.spec = Some(PodSpec {
+            node_name: Some("n1".into()),
+            service_account_name: Some("sa".into()),
+            ..Default::default()
+        });
         p.status = Some(PodStatus {
             pod_ip: Some("10.42.0.5".into()),
             pod_ips: Some(vec![PodIP { ip: "10.42.0.5".into() }, PodIP { ip: "fd00::5".into() }]),
@@ -638,7 +653,9 @@ mod tests {
             ..Default::default()
         };
         let node = NodeAllocatable { cpu_millis: 4000, memory_bytes: 8 << 30, ephemeral_storage_bytes: 100 << 30 };
-        let v = |r: &str, d: Option<&str>| container_resource_value(&c, r, d.map(|d| Quantity(d.into())).as_ref(), &node).unwrap();
+        let v = |r: &str, d: Option<&str>| {
+            container_resource_value(&c, r, d.map(|d| Quantity(d.into())).as_ref(), &node).unwrap()
+        };
         assert_eq!(v("limits.memory", None), (64 << 20).to_string());
         assert_eq!(v("limits.memory", Some("1Mi")), "64");
         assert_eq!(v("requests.cpu", None), "1", "250m rounds up to 1 core");
@@ -657,8 +674,18 @@ mod tests {
             spec: Some(ServiceSpec {
                 cluster_ip: Some("10.43.0.20".into()),
                 ports: Some(vec![
-                    ServicePort { name: Some("sql".into()), port: 5432, protocol: Some("TCP".into()), ..Default::default() },
-                    ServicePort { name: Some("metrics".into()), port: 9187, protocol: Some("UDP".into()), ..Default::default() },
+                    ServicePort {
+                        name: Some("sql".into()),
+                        port: 5432,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
+                    ServicePort {
+                        name: Some("metrics".into()),
+                        port: 9187,
+                        protocol: Some("UDP".into()),
+                        ..Default::default()
+                    },
                 ]),
                 ..Default::default()
             }),

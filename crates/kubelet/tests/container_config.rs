@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use skiff_kubelet::container_config::{self, termination_message_path, ConfigError, NodeContext};
+use skiff_kubelet::container_config::{self, ConfigError, NodeContext, termination_message_path};
 use skiff_kubelet::volumes::{MountedVolumes, VolumeManager};
 use skiff_runtime::cri;
 
@@ -188,14 +188,18 @@ async fn config_error(e: &Env, env: serde_json::Value) -> ConfigError {
 #[tokio::test]
 async fn missing_references_say_what_is_missing() {
     let e = env().await;
-    let err = config_error(&e, json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}])).await;
+    let err =
+        config_error(&e, json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}])).await;
     assert_eq!(err.to_string(), "configmap \"nope\" not found");
-    let err = config_error(&e, json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}])).await;
+    let err =
+        config_error(&e, json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}])).await;
     assert_eq!(err.to_string(), "secret \"nope\" not found");
-    let err = config_error(&e, json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}}])).await;
+    let err =
+        config_error(&e, json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}}])).await;
     assert_eq!(err.to_string(), "couldn't find key pw in Secret default/creds");
     let err =
-        config_error(&e, json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "db"}}}])).await;
+        config_error(&e, json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "db"}}}]))
+            .await;
     assert_eq!(err.to_string(), "couldn't find key db in ConfigMap default/app-config");
 }
 
@@ -204,14 +208,14 @@ async fn optional_references_are_not_errors() {
     let e = env().await;
     let dir = tempfile::tempdir().unwrap();
     let p = pod(json!({"containers": [{"name": "app", "image": "busybox",
-        "envFrom": [{"configMapRef": {"name": "absent", "optional": true}},
-                    {"secretRef": {"name": "absent", "optional": true}}],
-        "env": [
-            {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k", "optional": true}}},
-            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "absent", "optional": true}}},
-            {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "absent", "optional": true}}},
-            {"name": "D", "value": "kept"}
-        ]}]}));
+    "envFrom": [{"configMapRef": {"name": "absent", "optional": true}},
+                {"secretRef": {"name": "absent", "optional": true}}],
+    "env": [
+        {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k", "optional": true}}},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "absent", "optional": true}}},
+        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "absent", "optional": true}}},
+        {"name": "D", "value": "kept"}
+    ]}]}));
     let c = container_config::container_config(
         &p,
         &p.spec.as_ref().unwrap().containers[0],
@@ -342,16 +346,18 @@ async fn security_resources_mounts_and_termination_message() {
     // A subPath escaping the volume and an unknown volume are refused with the mount named.
     let mut bad = p.clone();
     bad.spec.as_mut().unwrap().containers[0].volume_mounts.as_mut().unwrap()[1].sub_path = Some("../../etc".into());
-    let err = container_config::container_config(&bad, &bad.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
-        .await
-        .unwrap_err();
+    let err =
+        container_config::container_config(&bad, &bad.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
+            .await
+            .unwrap_err();
     assert!(matches!(err, ConfigError::SubPath { .. }), "{err}");
     assert!(err.to_string().contains("must not contain '..'"), "{err}");
     let mut bad = p.clone();
     bad.spec.as_mut().unwrap().containers[0].volume_mounts.as_mut().unwrap()[0].name = "ghost".into();
-    let err = container_config::container_config(&bad, &bad.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
-        .await
-        .unwrap_err();
+    let err =
+        container_config::container_config(&bad, &bad.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
+            .await
+            .unwrap_err();
     assert_eq!(err.to_string(), "cannot find volume \"ghost\" to mount into container \"app\"");
 
     // runAsNonRoot with runAsUser 0 is refused; Bidirectional needs privileged.
@@ -359,15 +365,30 @@ async fn security_resources_mounts_and_termination_message() {
     let csc = root.spec.as_mut().unwrap().containers[0].security_context.as_mut().unwrap();
     csc.run_as_user = Some(0);
     csc.run_as_non_root = Some(true);
-    let err = container_config::container_config(&root, &root.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
-        .await
-        .unwrap_err();
+    let err = container_config::container_config(
+        &root,
+        &root.spec.as_ref().unwrap().containers[0],
+        0,
+        &mounted,
+        &e.client,
+        &n,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("runAsUser breaks non-root policy"), "{err}");
     let mut bidi = p.clone();
-    bidi.spec.as_mut().unwrap().containers[0].volume_mounts.as_mut().unwrap()[0].mount_propagation = Some("Bidirectional".into());
-    let err = container_config::container_config(&bidi, &bidi.spec.as_ref().unwrap().containers[0], 0, &mounted, &e.client, &n)
-        .await
-        .unwrap_err();
+    bidi.spec.as_mut().unwrap().containers[0].volume_mounts.as_mut().unwrap()[0].mount_propagation =
+        Some("Bidirectional".into());
+    let err = container_config::container_config(
+        &bidi,
+        &bidi.spec.as_ref().unwrap().containers[0],
+        0,
+        &mounted,
+        &e.client,
+        &n,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("only to privileged"), "{err}");
 
     vm.teardown("uid-1234").await.unwrap();
@@ -380,13 +401,27 @@ async fn burstable_and_best_effort_scores() {
     let dir = tempfile::tempdir().unwrap();
     let n = node(dir.path());
     let p = pod(json!({"containers": [{"name": "a", "image": "busybox"}]}));
-    let c = container_config::container_config(&p, &p.spec.as_ref().unwrap().containers[0], 0, &volumes(dir.path()), &e.client, &n)
-        .await
-        .unwrap();
+    let c = container_config::container_config(
+        &p,
+        &p.spec.as_ref().unwrap().containers[0],
+        0,
+        &volumes(dir.path()),
+        &e.client,
+        &n,
+    )
+    .await
+    .unwrap();
     assert_eq!(c.spec.oom_score_adj, Some(1000));
     let p = pod(json!({"containers": [{"name": "a", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}));
-    let c = container_config::container_config(&p, &p.spec.as_ref().unwrap().containers[0], 0, &volumes(dir.path()), &e.client, &n)
-        .await
-        .unwrap();
+    let c = container_config::container_config(
+        &p,
+        &p.spec.as_ref().unwrap().containers[0],
+        0,
+        &volumes(dir.path()),
+        &e.client,
+        &n,
+    )
+    .await
+    .unwrap();
     assert_eq!(c.spec.oom_score_adj, Some(999), "Burstable without a memory request");
 }

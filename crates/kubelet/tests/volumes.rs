@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use skiff_kubelet::volumes::{VolumeManager, DATA_DIR_NAME};
+use skiff_kubelet::volumes::{DATA_DIR_NAME, VolumeManager};
 
 /// A temporary pods root that unmounts anything left under it when dropped (also when a test fails).
 struct Root {
@@ -104,11 +104,14 @@ async fn config_map_volume_items_modes_and_atomic_refresh() {
     let e = env().await;
     let root = Root::new();
     let vm = VolumeManager::new(root.path().to_path_buf(), e.client.clone());
-    let p = pod("u-cm", json!([
-        {"name": "all", "configMap": {"name": "cfg"}},
-        {"name": "some", "configMap": {"name": "cfg", "defaultMode": 0o640,
-            "items": [{"key": "app.conf", "path": "conf/app.conf", "mode": 0o600}, {"key": "level", "path": "lvl"}]}}
-    ]));
+    let p = pod(
+        "u-cm",
+        json!([
+            {"name": "all", "configMap": {"name": "cfg"}},
+            {"name": "some", "configMap": {"name": "cfg", "defaultMode": 0o640,
+                "items": [{"key": "app.conf", "path": "conf/app.conf", "mode": 0o600}, {"key": "level", "path": "lvl"}]}}
+        ]),
+    );
     let mounted = vm.setup(&p).await.unwrap();
     let all = &mounted.paths["all"];
     assert_eq!(all, &root.path().join("u-cm/volumes/kubernetes.io~configmap/all"));
@@ -116,7 +119,10 @@ async fn config_map_volume_items_modes_and_atomic_refresh() {
     assert_eq!(read(&all.join("level")), "info");
     assert_eq!(std::fs::read(all.join("blob.bin")).unwrap(), [0, 1, 2]);
     assert_eq!(mode(&all.join("level")), 0o644, "default mode 0644");
-    assert!(std::fs::symlink_metadata(all.join("level")).unwrap().file_type().is_symlink(), "user-visible names are symlinks");
+    assert!(
+        std::fs::symlink_metadata(all.join("level")).unwrap().file_type().is_symlink(),
+        "user-visible names are symlinks"
+    );
     assert_eq!(std::fs::read_link(all.join("level")).unwrap(), Path::new("..data/level"));
 
     let some = &mounted.paths["some"];
@@ -124,6 +130,12 @@ async fn config_map_volume_items_modes_and_atomic_refresh() {
     assert_eq!(mode(&some.join("conf/app.conf")), 0o600, "an item's mode wins");
     assert_eq!(mode(&some.join("lvl")), 0o640, "defaultMode");
     assert!(!some.join("level").exists(), "only the listed items");
+
+    // A subPath onto a configMap key resolves to the file in the current timestamped dir (so, as upstream, it
+    // does not follow later updates).
+    let sub = skiff_kubelet::container_config::prepare_subpath(all, "level").unwrap();
+    let ts = std::fs::read_link(all.join(DATA_DIR_NAME)).unwrap();
+    assert_eq!(sub, all.canonicalize().unwrap().join(&ts).join("level"));
 
     // Update the ConfigMap: refresh swaps `..data` to a new timestamped dir and removes the old one.
     let before = std::fs::read_link(all.join(DATA_DIR_NAME)).unwrap();
@@ -146,9 +158,7 @@ async fn config_map_volume_items_modes_and_atomic_refresh() {
     assert!(std::fs::symlink_metadata(all.join("app.conf")).is_err(), "a removed key disappears");
 
     // Nothing changed: the same `..data`.
-    api.patch("cfg", &PatchParams::default(), &Patch::Merge(json!({"data": {"app.conf": "port=81\n"}})))
-        .await
-        .unwrap();
+    api.patch("cfg", &PatchParams::default(), &Patch::Merge(json!({"data": {"app.conf": "port=81\n"}}))).await.unwrap();
     vm.refresh(&p).await.unwrap();
     let third = std::fs::read_link(all.join(DATA_DIR_NAME)).unwrap();
     vm.refresh(&p).await.unwrap();
@@ -164,26 +174,39 @@ async fn missing_and_optional_sources() {
     let e = env().await;
     let root = Root::new();
     let vm = VolumeManager::new(root.path().to_path_buf(), e.client.clone());
-    let err = vm.setup(&pod("u-miss", json!([{"name": "cfg", "configMap": {"name": "app-config"}}]))).await.unwrap_err();
+    let err =
+        vm.setup(&pod("u-miss", json!([{"name": "cfg", "configMap": {"name": "app-config"}}]))).await.unwrap_err();
     assert_eq!(err.to_string(), "MountVolume.SetUp failed for volume \"cfg\" : configmap \"app-config\" not found");
     assert_eq!(err.volume(), Some("cfg"));
     let err = vm.setup(&pod("u-miss", json!([{"name": "s", "secret": {"secretName": "nope"}}]))).await.unwrap_err();
     assert_eq!(err.to_string(), "MountVolume.SetUp failed for volume \"s\" : secret \"nope\" not found");
     let err = vm
-        .setup(&pod("u-miss", json!([{"name": "s", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "t"}]}}])))
+        .setup(&pod(
+            "u-miss",
+            json!([{"name": "s", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "t"}]}}]),
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.to_string(), "MountVolume.SetUp failed for volume \"s\" : references non-existent secret key: token");
-    let err = vm.setup(&pod("u-miss", json!([{"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}]))).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"s\" : references non-existent secret key: token"
+    );
+    let err = vm
+        .setup(&pod("u-miss", json!([{"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}])))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "MountVolume.SetUp failed for volume \"claim\" : persistentVolumeClaim volumes are not supported yet"
     );
 
-    let p = pod("u-opt", json!([
-        {"name": "cfg", "configMap": {"name": "absent", "optional": true}},
-        {"name": "s", "secret": {"secretName": "creds", "optional": true, "items": [{"key": "absent", "path": "x"}, {"key": "user", "path": "u"}]}}
-    ]));
+    let p = pod(
+        "u-opt",
+        json!([
+            {"name": "cfg", "configMap": {"name": "absent", "optional": true}},
+            {"name": "s", "secret": {"secretName": "creds", "optional": true, "items": [{"key": "absent", "path": "x"}, {"key": "user", "path": "u"}]}}
+        ]),
+    );
     let mounted = vm.setup(&p).await.unwrap();
     let cfg = &mounted.paths["cfg"];
     assert!(cfg.join(DATA_DIR_NAME).is_dir(), "an optional missing configMap is an empty volume");
@@ -207,12 +230,15 @@ async fn secrets_live_on_tmpfs_and_teardown_leaves_nothing() {
     let e = env().await;
     let root = Root::new();
     let vm = VolumeManager::new(root.path().to_path_buf(), e.client.clone());
-    let p = pod("u-sec", json!([
-        {"name": "creds", "secret": {"secretName": "creds"}},
-        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-        {"name": "mem-default", "emptyDir": {"medium": "Memory"}},
-        {"name": "disk", "emptyDir": {}}
-    ]));
+    let p = pod(
+        "u-sec",
+        json!([
+            {"name": "creds", "secret": {"secretName": "creds"}},
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {"name": "mem-default", "emptyDir": {"medium": "Memory"}},
+            {"name": "disk", "emptyDir": {}}
+        ]),
+    );
     let mounted = vm.setup(&p).await.unwrap();
     let creds = &mounted.paths["creds"];
     assert_eq!(read(&creds.join("password")), "hunter2");
@@ -251,21 +277,24 @@ async fn downward_api_and_projected() {
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
         .await
         .ok();
-    let p = pod("u-dapi", json!([
-        {"name": "info", "downwardAPI": {"items": [
-            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}, "mode": 0o600},
-            {"path": "meta/build", "fieldRef": {"fieldPath": "metadata.annotations['build']"}},
-            {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu", "divisor": "1m"}},
-            {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}}
-        ]}},
-        {"name": "all-in-one", "projected": {"defaultMode": 0o440, "sources": [
-            {"configMap": {"name": "cfg", "items": [{"key": "level", "path": "cfg/level"}]}},
-            {"secret": {"name": "creds", "items": [{"key": "user", "path": "secret/user"}]}},
-            {"downwardAPI": {"items": [{"path": "pod/name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
-            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
-        ]}}
-    ]));
+    let p = pod(
+        "u-dapi",
+        json!([
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}, "mode": 0o600},
+                {"path": "meta/build", "fieldRef": {"fieldPath": "metadata.annotations['build']"}},
+                {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu", "divisor": "1m"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}}
+            ]}},
+            {"name": "all-in-one", "projected": {"defaultMode": 0o440, "sources": [
+                {"configMap": {"name": "cfg", "items": [{"key": "level", "path": "cfg/level"}]}},
+                {"secret": {"name": "creds", "items": [{"key": "user", "path": "secret/user"}]}},
+                {"downwardAPI": {"items": [{"path": "pod/name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+            ]}}
+        ]),
+    );
     let mounted = vm.setup(&p).await.unwrap();
     let info = &mounted.paths["info"];
     assert_eq!(info, &root.path().join("u-dapi/volumes/kubernetes.io~downward-api/info"));
@@ -311,12 +340,15 @@ async fn host_path_types() {
     let file = host.path().join("file.txt");
     std::fs::write(&file, "x").unwrap();
     let created = host.path().join("made/here");
-    let p = pod("u-hp", json!([
-        {"name": "dir", "hostPath": {"path": created, "type": "DirectoryOrCreate"}},
-        {"name": "file", "hostPath": {"path": file, "type": "File"}},
-        {"name": "new-file", "hostPath": {"path": host.path().join("new.txt"), "type": "FileOrCreate"}},
-        {"name": "dev", "hostPath": {"path": "/dev/null", "type": "CharDevice"}}
-    ]));
+    let p = pod(
+        "u-hp",
+        json!([
+            {"name": "dir", "hostPath": {"path": created, "type": "DirectoryOrCreate"}},
+            {"name": "file", "hostPath": {"path": file, "type": "File"}},
+            {"name": "new-file", "hostPath": {"path": host.path().join("new.txt"), "type": "FileOrCreate"}},
+            {"name": "dev", "hostPath": {"path": "/dev/null", "type": "CharDevice"}}
+        ]),
+    );
     let mounted = vm.setup(&p).await.unwrap();
     assert_eq!(mounted.paths["dir"], created);
     assert!(created.is_dir());
@@ -327,7 +359,10 @@ async fn host_path_types() {
     let err = vm.setup(&bad).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("MountVolume.SetUp failed for volume \"hp\" : hostPath type check failed: {} is not a directory", file.display())
+        format!(
+            "MountVolume.SetUp failed for volume \"hp\" : hostPath type check failed: {} is not a directory",
+            file.display()
+        )
     );
     vm.teardown("u-hp").await.unwrap();
     assert!(file.exists() && created.exists(), "teardown never touches hostPath contents");

@@ -28,9 +28,12 @@ impl HostResolv {
             match fields.first() {
                 Some(&"nameserver") if fields.len() > 1 => out.nameservers.push(fields[1].to_string()),
                 Some(&"search") => {
-                    out.searches = fields[1..].iter().filter(|s| **s != ".").map(|s| s.trim_end_matches('.').to_string()).collect()
+                    out.searches =
+                        fields[1..].iter().filter(|s| **s != ".").map(|s| s.trim_end_matches('.').to_string()).collect()
                 }
-                Some(&"options") => out.options = merge_options(&out.options, fields[1..].iter().map(|o| parse_option(o))),
+                Some(&"options") => {
+                    out.options = merge_options(&out.options, fields[1..].iter().map(|o| parse_option(o)))
+                }
                 _ => {}
             }
         }
@@ -85,8 +88,11 @@ pub fn pod_dns(pod: &Pod, cluster_dns: &[String], cluster_domain: &str, host: &H
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let host_config =
-        || DnsConfig { servers: host.nameservers.clone(), searches: host.searches.clone(), options: host.options.clone() };
+    let host_config = || DnsConfig {
+        servers: host.nameservers.clone(),
+        searches: host.searches.clone(),
+        options: host.options.clone(),
+    };
 
     let cluster = match policy {
         "None" => Some(false),
@@ -118,8 +124,10 @@ pub fn pod_dns(pod: &Pod, cluster_dns: &[String], cluster_domain: &str, host: &H
         }
     };
     if let Some(extra) = spec.and_then(|s| s.dns_config.as_ref()) {
-        config.servers = omit_duplicates(config.servers.into_iter().chain(extra.nameservers.iter().flatten().cloned()).collect());
-        config.searches = omit_duplicates(config.searches.into_iter().chain(extra.searches.iter().flatten().cloned()).collect());
+        config.servers =
+            omit_duplicates(config.servers.into_iter().chain(extra.nameservers.iter().flatten().cloned()).collect());
+        config.searches =
+            omit_duplicates(config.searches.into_iter().chain(extra.searches.iter().flatten().cloned()).collect());
         config.options = merge_options(
             &config.options,
             extra.options.iter().flatten().filter_map(|o| Some((o.name.clone()?, o.value.clone()))),
@@ -165,7 +173,9 @@ mod tests {
     }
 
     fn host() -> HostResolv {
-        HostResolv::parse("# comment\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch example.com. corp.local .\noptions timeout:2 rotate\n")
+        HostResolv::parse(
+            "# comment\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch example.com. corp.local .\noptions timeout:2 rotate\n",
+        )
     }
 
     #[test]
@@ -189,9 +199,17 @@ mod tests {
 
     #[test]
     fn cluster_first_with_host_network_is_default_unless_with_host_net() {
-        assert_eq!(pod_dns(&pod(Some("ClusterFirst"), true, None), &["10.43.0.10".into()], "cluster.local", &host()), None);
-        let c = pod_dns(&pod(Some("ClusterFirstWithHostNet"), true, None), &["10.43.0.10".into()], "cluster.local", &host())
-            .unwrap();
+        assert_eq!(
+            pod_dns(&pod(Some("ClusterFirst"), true, None), &["10.43.0.10".into()], "cluster.local", &host()),
+            None
+        );
+        let c = pod_dns(
+            &pod(Some("ClusterFirstWithHostNet"), true, None),
+            &["10.43.0.10".into()],
+            "cluster.local",
+            &host(),
+        )
+        .unwrap();
         assert_eq!(c.servers, ["10.43.0.10"]);
     }
 
@@ -212,14 +230,21 @@ mod tests {
     #[test]
     fn none_policy_is_only_dns_config() {
         let extra = PodDNSConfig {
-            nameservers: Some(vec!["1.1.1.1".into(), "1.1.1.1".into(), "8.8.8.8".into(), "9.9.9.9".into(), "4.4.4.4".into()]),
+            nameservers: Some(vec![
+                "1.1.1.1".into(),
+                "1.1.1.1".into(),
+                "8.8.8.8".into(),
+                "9.9.9.9".into(),
+                "4.4.4.4".into(),
+            ]),
             searches: Some(vec!["a.io".into()]),
             options: Some(vec![
                 PodDNSConfigOption { name: Some("ndots".into()), value: Some("2".into()) },
                 PodDNSConfigOption { name: Some("edns0".into()), value: None },
             ]),
         };
-        let c = pod_dns(&pod(Some("None"), false, Some(extra)), &["10.43.0.10".into()], "cluster.local", &host()).unwrap();
+        let c =
+            pod_dns(&pod(Some("None"), false, Some(extra)), &["10.43.0.10".into()], "cluster.local", &host()).unwrap();
         assert_eq!(c.servers, ["1.1.1.1", "8.8.8.8", "9.9.9.9"]);
         assert_eq!(c.searches, ["a.io"]);
         assert_eq!(c.options, ["ndots:2", "edns0"]);
@@ -245,10 +270,8 @@ mod tests {
 
     #[test]
     fn search_list_is_limited() {
-        let extra = PodDNSConfig {
-            searches: Some((0..40).map(|i| format!("d{i}.example")).collect()),
-            ..Default::default()
-        };
+        let extra =
+            PodDNSConfig { searches: Some((0..40).map(|i| format!("d{i}.example")).collect()), ..Default::default() };
         let c = pod_dns(&pod(Some("None"), false, Some(extra)), &[], "", &HostResolv::default()).unwrap();
         assert_eq!(c.searches.len(), MAX_SEARCHES);
     }

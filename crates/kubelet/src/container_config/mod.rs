@@ -16,8 +16,8 @@ use skiff_runtime::bundle::{self, CapabilitiesConfig, MountConfig, Propagation, 
 use skiff_runtime::cni::PortMapping;
 use skiff_runtime::cri;
 
-pub use dns::{pod_dns, HostResolv};
-pub use qos::{oom_score_adj, pod_qos, QosClass};
+pub use dns::{HostResolv, pod_dns};
+pub use qos::{QosClass, oom_score_adj, pod_qos};
 pub use subpath::prepare_subpath;
 
 use crate::env::{self, NodeAllocatable};
@@ -177,7 +177,8 @@ pub fn sandbox_config_with_host(
     for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
         for p in c.ports.iter().flatten() {
             let Some(host_port) = p.host_port.filter(|hp| *hp > 0) else { continue };
-            let (Ok(host_port), Ok(container_port)) = (u16::try_from(host_port), u16::try_from(p.container_port)) else {
+            let (Ok(host_port), Ok(container_port)) = (u16::try_from(host_port), u16::try_from(p.container_port))
+            else {
                 return Err(ConfigError::Invalid(format!("invalid port mapping {host_port}:{}", p.container_port)));
             };
             port_mappings.push(PortMapping {
@@ -188,12 +189,8 @@ pub fn sandbox_config_with_host(
             });
         }
     }
-    let host_aliases = spec
-        .host_aliases
-        .iter()
-        .flatten()
-        .map(|a| (a.ip.clone(), a.hostnames.clone().unwrap_or_default()))
-        .collect();
+    let host_aliases =
+        spec.host_aliases.iter().flatten().map(|a| (a.ip.clone(), a.hostnames.clone().unwrap_or_default())).collect();
     let sysctls = spec
         .security_context
         .as_ref()
@@ -254,7 +251,12 @@ fn security(pod: &Pod, container: &Container) -> (UserConfig, bool, Capabilities
     let run_as_group = csc.and_then(|c| c.run_as_group).or(psc.and_then(|p| p.run_as_group));
     let run_as_non_root = csc.and_then(|c| c.run_as_non_root).or(psc.and_then(|p| p.run_as_non_root)).unwrap_or(false);
     let mut groups: Vec<u32> = Vec::new();
-    for g in psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default().into_iter().chain(psc.and_then(|p| p.fs_group)) {
+    for g in psc
+        .and_then(|p| p.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(psc.and_then(|p| p.fs_group))
+    {
         if let Ok(g) = u32::try_from(g)
             && !groups.contains(&g)
         {
@@ -304,9 +306,9 @@ fn propagation(mode: Option<&str>, privileged: bool) -> Result<Propagation, Conf
         "None" | "" => Ok(Propagation::None),
         "HostToContainer" => Ok(Propagation::HostToContainer),
         "Bidirectional" if privileged => Ok(Propagation::Bidirectional),
-        "Bidirectional" => {
-            Err(ConfigError::Invalid("Bidirectional mount propagation is available only to privileged containers".into()))
-        }
+        "Bidirectional" => Err(ConfigError::Invalid(
+            "Bidirectional mount propagation is available only to privileged containers".into(),
+        )),
         other => Err(ConfigError::Invalid(format!("invalid mount propagation mode {other:?}"))),
     }
 }
@@ -324,7 +326,15 @@ pub async fn container_config(
     node: &NodeContext,
 ) -> Result<cri::ContainerConfig, ConfigError> {
     let allocatable = NodeAllocatable::from_host();
-    let (env, _invalid) = env::make_environment(pod, container, client, node, &allocatable).await?;
+    let (env, invalid) = env::make_environment(pod, container, client, node, &allocatable).await?;
+    if !invalid.is_empty() {
+        tracing::warn!(
+            pod = pod.metadata.name.as_deref().unwrap_or_default(),
+            container = %container.name,
+            keys = ?invalid,
+            "envFrom keys were skipped since they are considered invalid environment variable names"
+        );
+    }
     build_container_config(pod, container, attempt, volumes, node, env, &allocatable)
 }
 
@@ -365,7 +375,10 @@ pub fn build_container_config(
             volume: vm.name.clone(),
             container: container.name.clone(),
         })?;
-        let sub = match (vm.sub_path.as_deref().filter(|s| !s.is_empty()), vm.sub_path_expr.as_deref().filter(|s| !s.is_empty())) {
+        let sub = match (
+            vm.sub_path.as_deref().filter(|s| !s.is_empty()),
+            vm.sub_path_expr.as_deref().filter(|s| !s.is_empty()),
+        ) {
             (Some(s), _) => Some(s.to_string()),
             (None, Some(expr)) => Some(env::expand(expr, &lookup)),
             (None, None) => None,
@@ -393,9 +406,17 @@ pub fn build_container_config(
         .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string());
     let tm_host = termination_message_path(&volumes.pod_dir, &container.name, attempt);
     if let Some(parent) = tm_host.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| ConfigError::Io { what: "create", path: parent.to_path_buf(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| ConfigError::Io {
+            what: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(&tm_host, b"").map_err(|source| ConfigError::Io { what: "create", path: tm_host.clone(), source })?;
+    std::fs::write(&tm_host, b"").map_err(|source| ConfigError::Io {
+        what: "create",
+        path: tm_host.clone(),
+        source,
+    })?;
     if !mounts.iter().any(|m| m.container_path == Path::new(&tm_container_path)) {
         mounts.push(MountConfig {
             host_path: tm_host,

@@ -109,11 +109,8 @@ pub fn oom_score_adj(pod: &Pod, container: &Container, memory_capacity: i64) -> 
         .and_then(|r| r.get("memory"))
         .map(|q| amount("memory", &q.0))
         .unwrap_or(0);
-    let adj = if memory_capacity > 0 {
-        1000 - (1000i128 * request as i128 / memory_capacity as i128) as i64
-    } else {
-        1000
-    };
+    let adj =
+        if memory_capacity > 0 { 1000 - (1000i128 * request as i128 / memory_capacity as i128) as i64 } else { 1000 };
     if adj < i64::from(1000 + GUARANTEED_OOM_SCORE_ADJ) {
         return 1000 + GUARANTEED_OOM_SCORE_ADJ;
     }
@@ -135,7 +132,11 @@ mod tests {
         };
         Container {
             name: "c".into(),
-            resources: Some(ResourceRequirements { requests: map(requests), limits: map(limits), ..Default::default() }),
+            resources: Some(ResourceRequirements {
+                requests: map(requests),
+                limits: map(limits),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

@@ -25,9 +25,8 @@ pub fn prepare_subpath(volume_path: &Path, sub_path: &str) -> Result<PathBuf, St
         let next = current.join(name);
         match std::fs::symlink_metadata(&next) {
             Ok(_) => {
-                let resolved = next
-                    .canonicalize()
-                    .map_err(|e| format!("failed to resolve subpath {}: {e}", next.display()))?;
+                let resolved =
+                    next.canonicalize().map_err(|e| format!("failed to resolve subpath {}: {e}", next.display()))?;
                 if !resolved.starts_with(&root) {
                     return Err(format!(
                         "subpath {:?} not within volume path {:?}",

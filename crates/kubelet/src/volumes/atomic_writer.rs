@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
 /// Name of the symlink that points at the current timestamped directory.
@@ -190,7 +190,9 @@ fn payload_matches(dir: &Path, payload: &Payload) -> bool {
         return false;
     }
     found.len() == payload.len()
-        && payload.iter().all(|(rel, f)| found.get(rel).is_some_and(|(data, mode)| data == &f.data && *mode == f.mode & 0o7777))
+        && payload
+            .iter()
+            .all(|(rel, f)| found.get(rel).is_some_and(|(data, mode)| data == &f.data && *mode == f.mode & 0o7777))
 }
 
 fn visible_links_match(target_dir: &Path, payload: &Payload) -> bool {
@@ -263,8 +265,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "uno");
         assert_eq!(std::fs::read_to_string(target.join("c")).unwrap(), "three");
         assert!(std::fs::symlink_metadata(target.join("sub")).is_err());
-        let names: BTreeSet<String> =
-            std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: BTreeSet<String> = std::fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         let expected: BTreeSet<String> =
             ["..data", "a", "c", second.to_str().unwrap()].into_iter().map(String::from).collect();
         assert_eq!(names, expected);

@@ -22,9 +22,11 @@ pub fn prepare(path: &str, type_: Option<&str>) -> Result<PathBuf, VolumeError> 
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(check_failed(format!("{path} is not a directory"))),
             Err(_) => {
-                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|e| {
-                    check_failed(format!("{path} does not exist and could not be created: {e}"))
-                })?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(p)
+                    .map_err(|e| check_failed(format!("{path} does not exist and could not be created: {e}")))?;
                 let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
             }
         },
@@ -102,7 +104,10 @@ mod tests {
             format!("hostPath type check failed: {f} is not a character device")
         );
         assert!(prepare("/dev/null", Some("CharDevice")).is_ok());
-        assert_eq!(msg(prepare(&f, Some("BlockDevice"))), format!("hostPath type check failed: {f} is not a block device"));
+        assert_eq!(
+            msg(prepare(&f, Some("BlockDevice"))),
+            format!("hostPath type check failed: {f} is not a block device")
+        );
         assert_eq!(msg(prepare(&d, Some("Weird"))), "Weird is an invalid volume type");
         assert!(msg(prepare("rel/path", None)).contains("absolute"));
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, Volume};
 
-pub use atomic_writer::{AtomicWriteError, FileProjection, Payload, DATA_DIR_NAME};
+pub use atomic_writer::{AtomicWriteError, DATA_DIR_NAME, FileProjection, Payload};
 pub use sources::DEFAULT_MODE;
 
 use crate::container_config::ConfigError;
@@ -101,8 +101,15 @@ struct IssuedToken {
 /// What a volume's contents are made of, once read from the API.
 enum Contents {
     /// A directory of files written atomically; `memory` puts it on a tmpfs (secrets, projected).
-    Files { plugin: &'static str, payload: Payload, memory: bool },
-    EmptyDir { memory: bool, size: Option<i64> },
+    Files {
+        plugin: &'static str,
+        payload: Payload,
+        memory: bool,
+    },
+    EmptyDir {
+        memory: bool,
+        size: Option<i64>,
+    },
     HostPath(PathBuf),
 }
 
@@ -369,7 +376,8 @@ impl VolumeManager {
                 if let Some(t) = &source.service_account_token
                     && let Some(token) = self.token(pod, &volume.name, t).await?
                 {
-                    payload.insert(t.path.clone(), FileProjection { data: token, mode: (default_mode as u32) & 0o7777 });
+                    payload
+                        .insert(t.path.clone(), FileProjection { data: token, mode: (default_mode as u32) & 0o7777 });
                 }
                 if source.cluster_trust_bundle.is_some() {
                     return Err(VolumeError::Unsupported("projected clusterTrustBundle"));
@@ -408,7 +416,8 @@ impl VolumeManager {
                         std::os::unix::fs::chown(&dir, None, Some(gid)).map_err(io_err("chown", &dir))?;
                         mode |= 0o2000;
                     }
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &dir))?;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_err("chmod", &dir))?;
                     Ok(dir)
                 }
                 Contents::Files { plugin, payload, memory } => {

@@ -74,12 +74,8 @@ fn unescape(s: &str) -> PathBuf {
 /// Mount points of this mount namespace at or below `root`, deepest first.
 pub fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .filter(|p| p.starts_with(root))
-        .collect();
+    let mut found: Vec<PathBuf> =
+        text.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape).filter(|p| p.starts_with(root)).collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     Ok(found)

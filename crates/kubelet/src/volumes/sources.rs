@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
-use super::atomic_writer::{FileProjection, Payload};
 use super::VolumeError;
+use super::atomic_writer::{FileProjection, Payload};
 use crate::env::{self, NodeAllocatable};
 
 /// Default file mode of configMap, secret, downwardAPI and projected files (0644).
@@ -186,7 +186,11 @@ pub async fn service_account_token(
             if status.code == 404 && api.get_opt(sa).await.map_err(api_err("serviceaccount", ns, sa))?.is_none() {
                 return Err(VolumeError::Invalid(format!("serviceaccounts \"{sa}\" not found")));
             }
-            tracing::warn!(namespace = ns, serviceaccount = sa, "the API server does not serve TokenRequest; skipping the serviceAccountToken source");
+            tracing::warn!(
+                namespace = ns,
+                serviceaccount = sa,
+                "the API server does not serve TokenRequest; skipping the serviceAccountToken source"
+            );
             Ok(None)
         }
         Err(source) => Err(VolumeError::Api {
