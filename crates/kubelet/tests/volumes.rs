@@ -200,6 +200,12 @@ async fn missing_and_optional_sources() {
         "MountVolume.SetUp failed for volume \"claim\" : persistentVolumeClaim volumes are not supported yet"
     );
 
+    let err = vm.setup(&pod("u-miss", json!([{"name": "huge", "emptyDir": {"medium": "HugePages"}}]))).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"huge\" : emptyDir medium \"HugePages\" is not supported"
+    );
+
     let p = pod(
         "u-opt",
         json!([

@@ -282,7 +282,11 @@ impl VolumeManager {
     async fn contents(&self, pod: &Pod, volume: &Volume) -> Result<Contents, VolumeError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         if let Some(ed) = &volume.empty_dir {
-            let memory = ed.medium.as_deref() == Some("Memory");
+            let memory = match ed.medium.as_deref().unwrap_or("") {
+                "" => false,
+                "Memory" => true,
+                other => return Err(VolumeError::Invalid(format!("emptyDir medium {other:?} is not supported"))),
+            };
             let limit = ed
                 .size_limit
                 .as_ref()
