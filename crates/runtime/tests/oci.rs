@@ -200,13 +200,15 @@ impl Drop for Node {
 #[test]
 fn a_container_prints_to_its_cri_log_and_its_exit_code_is_recorded() {
     let node = Node::new();
-    let (sb, pod) = node.run_pod("printer");
+    let mut pod = node.pod("printer");
+    pod.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "81".into())];
+    let sb = node.block_on(node.rt().run_pod_sandbox(&pod)).unwrap();
     let st = node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap();
     assert_eq!(st.state, SandboxState::Ready);
     let ip = st.ip.expect("the pod has an IP");
     assert!(ip.to_string().starts_with("10.244.9."), "{ip}");
 
-    let id = node.run_container(&sb, &pod, container("printer", &["sh", "-c", "echo hello; echo oops >&2; hostname; exit 3"]));
+    let id = node.run_container(&sb, &pod, container("printer", &["sh", "-c", "echo hello; echo oops >&2; hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; exit 3"]));
     let s = node.wait_exited(&id);
     assert_eq!(s.exit_code, Some(3));
     assert_eq!(s.reason, "");
@@ -223,6 +225,7 @@ fn a_container_prints_to_its_cri_log_and_its_exit_code_is_recorded() {
         vec![
             (Stream::Stdout, false, "hello".to_string()),
             (Stream::Stdout, false, "printer".to_string()),
+            (Stream::Stdout, false, "81".to_string()),
             (Stream::Stderr, false, "oops".to_string()),
         ]
     );
@@ -350,7 +353,13 @@ fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
     assert_eq!(s.state, ContainerState::Exited);
     assert_eq!(s.exit_code, Some(137));
     // A process that handles SIGTERM ends with it.
-    let id = node.run_container(&sb, &pod, container("polite", &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]));
+    let id = node.run_container(&sb, &pod, container("polite", &["sh", "-c", "trap 'exit 0' TERM; echo trapped; while true; do sleep 0.1; done"]));
+    // The signal must come after the trap is set: pid 1 ignores signals it has no handler for.
+    let start = Instant::now();
+    while !std::fs::read_to_string(pod.log_directory.join("polite/0.log")).unwrap_or_default().contains("trapped") {
+        assert!(start.elapsed() < Duration::from_secs(10), "the container never printed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     node.block_on(node.rt().stop_container(&id, Duration::from_secs(20))).unwrap();
     assert_eq!(node.block_on(node.rt().container_status(&id)).unwrap().exit_code, Some(0));
 }
@@ -365,7 +374,10 @@ fn a_new_runtime_over_the_same_root_adopts_running_containers() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(node.config.root.join("containers").join(&id).join("state.json")).unwrap()).unwrap();
     let shim_pid = state["shim_pid"].as_u64().unwrap();
-    assert!(Path::new(&format!("/proc/{shim_pid}")).exists());
+    let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_ne!(fields[1], std::process::id().to_string(), "the shim must not be the agent's child");
+    assert_eq!(fields[3], shim_pid.to_string(), "the shim leads its own session");
     node.runtime = Some(OciRuntime::new(node.config.clone(), node.images.clone()).unwrap());
 
     let sandboxes = node.block_on(node.rt().list_pod_sandboxes()).unwrap();
@@ -462,4 +474,52 @@ fn removing_a_sandbox_leaves_nothing_behind() {
     assert!(node.block_on(node.rt().list_pod_sandboxes()).unwrap().is_empty());
     assert!(node.block_on(node.rt().list_containers(&ContainerFilter::default())).unwrap().is_empty());
     assert!(matches!(node.block_on(node.rt().pod_sandbox_status(&sb)), Err(RuntimeError::NotFound(_))));
+}
+
+#[test]
+fn a_tty_container_is_attached_and_resized() {
+    let node = Node::new();
+    let (sb, pod) = node.run_pod("tty");
+    let mut c = container("tty", &["sh", "-c", "while true; do stty size; sleep 0.2; done"]);
+    c.spec.tty = true;
+    c.spec.stdin = true;
+    let id = node.run_container(&sb, &pod, c);
+    let seen = node.block_on(async {
+        let opts = StreamOptions { stdin: true, stdout: true, stderr: true, tty: true };
+        let mut a = node.rt().attach(&id, &opts).await.unwrap();
+        assert!(a.stderr.is_none(), "a TTY merges stderr into stdout");
+        a.resize.as_ref().unwrap().send(TerminalSize { width: 120, height: 50 }).await.unwrap();
+        let mut out = a.stdout.take().unwrap();
+        let mut seen = String::new();
+        let mut buf = vec![0u8; 256];
+        while !seen.contains("50 120") {
+            let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf)).await.expect("no resize seen").unwrap();
+            assert!(n > 0, "attach output ended: {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    });
+    assert!(seen.contains("50 120"));
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
+    let log = std::fs::read_to_string(pod.log_directory.join("tty/0.log")).unwrap();
+    assert!(log.contains(" stdout F 50 120\n"), "{log}");
+}
+
+#[test]
+fn a_host_network_pod_uses_the_nodes_network() {
+    let node = Node::new();
+    let mut pod = node.pod("hostnet");
+    pod.host_network = true;
+    let sb = node.block_on(node.rt().run_pod_sandbox(&pod)).unwrap();
+    let st = node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap();
+    assert!(st.host_network);
+    assert_eq!(st.ip, None);
+    // The node here is the test's network namespace: a dummy-free marker is its loopback-only link list.
+    let node_links = run("ip", &["-o", "link"]).lines().count();
+    let id = node.run_container(&sb, &pod, container("hostnet", &["sh", "-c", "ip -o link | wc -l"]));
+    let s = node.wait_exited(&id);
+    assert_eq!(s.exit_code, Some(0));
+    let log = std::fs::read_to_string(&s.log_path).unwrap();
+    let line = parse_line(log.lines().next().unwrap().as_bytes()).unwrap();
+    assert_eq!(String::from_utf8_lossy(&line.content).trim(), node_links.to_string());
 }

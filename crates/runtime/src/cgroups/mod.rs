@@ -87,10 +87,8 @@ impl Cgroups {
             }
             let mount = PathBuf::from(pre[4]);
             match post[0] {
-                "cgroup2" => {
-                    if !hierarchies.iter().any(|h| h.v2) {
-                        hierarchies.push(Hierarchy { mount, controllers: vec![], v2: true, own: own_v2.clone() });
-                    }
+                "cgroup2" if !hierarchies.iter().any(|h| h.v2) => {
+                    hierarchies.push(Hierarchy { mount, controllers: vec![], v2: true, own: own_v2.clone() });
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = post[2]

@@ -23,6 +23,10 @@ pub struct ShimCommand {
     pub prefix: Vec<OsString>,
 }
 
+/// How long a launch may take until the container runs (runc create + start; minutes only when the host
+/// is badly overloaded).
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The outcome of a launch.
 #[derive(Debug)]
 pub enum LaunchError {
@@ -58,6 +62,19 @@ pub fn launch(cmd: &ShimCommand, args: &ShimArgs, shim_log: &Path) -> Result<u32
     drop(ready_w);
     // The first process forks the real shim and exits at once.
     let _ = child.wait();
+    let mut pfd = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid fd.
+    let polled = unsafe { libc::poll(&mut pfd, 1, START_TIMEOUT.as_millis() as libc::c_int) };
+    if polled == 0 {
+        return Err(shim(format!(
+            "the shim did not report within {START_TIMEOUT:?} (see {})",
+            shim_log.display()
+        )));
+    }
     let mut line = String::new();
     BufReader::new(ready_r)
         .read_line(&mut line)
