@@ -17,3 +17,4 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod controller_revision;
 pub mod statefulset;
+pub mod podgc;
