@@ -7,6 +7,7 @@
 pub mod context;
 pub mod controller_utils;
 pub mod deployment;
+pub mod garbage_collector;
 pub mod replicaset;
 pub mod node_ipam;
 pub mod node_lifecycle;
