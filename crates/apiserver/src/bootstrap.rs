@@ -1,5 +1,6 @@
-//! The objects every cluster has from its first start: the four system namespaces and the `kubernetes`
-//! Service (with its Endpoints and EndpointSlice) that points at the API server.
+//! The objects every cluster has from its first start: the four system namespaces, the two system
+//! PriorityClasses, and the `kubernetes` Service (with its Endpoints and EndpointSlice) that points at the
+//! API server.
 
 use serde_json::json;
 use skiff_api::resources::find;
@@ -22,6 +23,13 @@ pub async fn ensure_builtin_objects(registry: &Registry, b: &Bootstrap) -> Resul
         registry
             .ensure(namespaces, None, json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}))
+            .await?;
+    }
+    let classes = find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
+    for (name, value, description) in skiff_registry::priority::SYSTEM_PRIORITY_CLASSES {
+        registry
+            .ensure(classes, None, json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "description": description}))
             .await?;
     }
     let services = find("", "v1", "services").expect("served");

@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod convert;
 pub mod encryption;
+pub mod priority;
 mod rawjson;
 pub mod strategy;
 
@@ -442,6 +443,9 @@ impl Registry {
         strategy::normalize(r, &mut obj);
         skiff_api::defaults::apply_defaults(r, &mut obj);
         strategy::prepare_for_create(r, &mut obj);
+        if r.storage_group.is_empty() && r.storage_plural == "pods" {
+            priority::admit_pod(self, &mut obj).await?;
+        }
         if r.storage_group == "batch" && r.storage_plural == "jobs" {
             skiff_api::defaults::generate_job_selector(&mut obj);
         }

@@ -265,15 +265,17 @@ async fn a_high_priority_pod_preempts_a_low_one() {
         .unwrap();
         classes.create(&PostParams::default(), &pc).await.expect("priority class created");
     }
-    let with_class = |b: PodBuilder, class: &str, value: i32| {
-        let mut p = b.priority(value).build();
+    // Priority admission turns the class name into spec.priority.
+    let with_class = |b: PodBuilder, class: &str| {
+        let mut p = b.build();
         p.spec.as_mut().unwrap().priority_class_name = Some(class.into());
         p
     };
     c.node(NodeBuilder::new("n1").cpu("2").build()).await;
-    c.pod(with_class(PodBuilder::new("victim").container("2", ""), "low", 10)).await;
+    c.pod(with_class(PodBuilder::new("victim").container("2", ""), "low")).await;
     assert_eq!(c.bound("victim").await, "n1");
-    c.pod(with_class(PodBuilder::new("vip").container("2", ""), "high", 1000)).await;
+    c.pod(with_class(PodBuilder::new("vip").container("2", ""), "high")).await;
+    assert_eq!(c.pods().get("vip").await.unwrap().spec.unwrap().priority, Some(1000));
 
     // The victim is deleted gracefully (it is bound, so it stays Terminating until its kubelet confirms).
     let terminating = |p: Option<&Pod>| p.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
