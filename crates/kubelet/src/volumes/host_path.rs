@@ -17,7 +17,16 @@ pub fn prepare(path: &str, type_: Option<&str>) -> Result<PathBuf, VolumeError> 
     }
     let meta = std::fs::metadata(p);
     match type_.unwrap_or("") {
-        "" => {}
+        // No type: no checks. A missing path becomes a directory, as containerd's CRI does for bind mounts.
+        "" => {
+            if meta.is_err() && std::fs::symlink_metadata(p).is_err() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(p)
+                    .map_err(|e| VolumeError::Invalid(format!("failed to create hostPath {path}: {e}")))?;
+            }
+        }
         "DirectoryOrCreate" => match meta {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(check_failed(format!("{path} is not a directory"))),
@@ -90,6 +99,8 @@ mod tests {
 
         assert!(prepare(&d, None).is_ok());
         assert!(prepare(&format!("{d}/missing"), Some("")).is_ok(), "no type: no check");
+        assert!(dir.path().join("missing").is_dir(), "a missing untyped hostPath is created as a directory");
+        assert!(prepare(&f, None).is_ok(), "no type: a file is fine too");
         assert!(prepare(&d, Some("Directory")).is_ok());
         assert_eq!(msg(prepare(&f, Some("Directory"))), format!("hostPath type check failed: {f} is not a directory"));
         assert_eq!(
