@@ -1,6 +1,7 @@
 //! `skiff`: the command line. `skiff server` runs the control plane; more roles come with their issues.
 
 mod components;
+mod image;
 mod join;
 mod server;
 
@@ -22,6 +23,8 @@ enum Command {
         #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
         data_dir: std::path::PathBuf,
     },
+    /// The node's images: import archives, list, remove, pull (`<data-dir>/agent/images`).
+    Image(image::ImageArgs),
     /// Join a node to a server (not available yet: it comes with the node agent).
     Agent {
         #[arg(long)]
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", token.trim());
             Ok(())
         }
+        Command::Image(args) => image::run(args),
         Command::Agent { .. } => {
             anyhow::bail!("`skiff agent` is not available yet: the node agent has not been built")
         }
