@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
@@ -25,152 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
-// ---------------------------------------------------------------------------------------------------
-// A runtime with one pod (`default/web`, sandbox `sb-web`) and one container `app` (attempt 1, id
-// `c-app-1`); exec runs the command on the host; port-forward connects to 127.0.0.1.
-
-struct TestRuntime {
-    log_dir: PathBuf,
-    app_state: Mutex<ContainerState>,
-}
-
-fn pod_labels() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (labels::POD_NAME.to_string(), "web".to_string()),
-        (labels::POD_NAMESPACE.to_string(), "default".to_string()),
-        (labels::POD_UID.to_string(), "uid-web".to_string()),
-    ])
-}
-
-impl TestRuntime {
-    fn sandbox(&self) -> PodSandboxStatus {
-        PodSandboxStatus {
-            id: "sb-web".into(),
-            name: "web".into(),
-            namespace: "default".into(),
-            uid: "uid-web".into(),
-            attempt: 0,
-            state: SandboxState::Ready,
-            created_at: SystemTime::now(),
-            ip: None,
-            host_network: false,
-            labels: pod_labels(),
-            annotations: BTreeMap::new(),
-        }
-    }
-
-    fn app(&self) -> ContainerStatus {
-        let mut labels = pod_labels();
-        labels.insert(labels::CONTAINER_NAME.into(), "app".into());
-        let state = *self.app_state.lock().unwrap();
-        ContainerStatus {
-            id: "c-app-1".into(),
-            sandbox_id: "sb-web".into(),
-            name: "app".into(),
-            attempt: 1,
-            state,
-            created_at: SystemTime::now(),
-            started_at: Some(SystemTime::now()),
-            finished_at: None,
-            exit_code: None,
-            reason: String::new(),
-            message: String::new(),
-            image: "busybox".into(),
-            image_ref: "busybox@sha256:00".into(),
-            log_path: self.log_dir.join("app").join("1.log"),
-            labels,
-            annotations: BTreeMap::new(),
-        }
-    }
-}
-
-fn unused<T>() -> Result<T> {
-    Err(RuntimeError::Other("not used by the kubelet server".into()))
-}
-
-#[async_trait]
-impl RuntimeService for TestRuntime {
-    async fn version(&self) -> Result<RuntimeVersion> {
-        Ok(RuntimeVersion::default())
-    }
-    async fn run_pod_sandbox(&self, _: &PodSandboxConfig) -> Result<String> {
-        unused()
-    }
-    async fn stop_pod_sandbox(&self, _: &str) -> Result<()> {
-        unused()
-    }
-    async fn remove_pod_sandbox(&self, _: &str) -> Result<()> {
-        unused()
-    }
-    async fn pod_sandbox_status(&self, _: &str) -> Result<PodSandboxStatus> {
-        Ok(self.sandbox())
-    }
-    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>> {
-        Ok(vec![self.sandbox()])
-    }
-    async fn create_container(&self, _: &str, _: &ContainerConfig, _: &PodSandboxConfig) -> Result<String> {
-        unused()
-    }
-    async fn start_container(&self, _: &str) -> Result<()> {
-        unused()
-    }
-    async fn stop_container(&self, _: &str, _: Duration) -> Result<()> {
-        unused()
-    }
-    async fn remove_container(&self, _: &str) -> Result<()> {
-        unused()
-    }
-    async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
-        if id == "c-app-1" { Ok(self.app()) } else { Err(RuntimeError::NotFound(id.into())) }
-    }
-    async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
-        let app = self.app();
-        let ok = filter.labels.iter().all(|(k, v)| app.labels.get(k) == Some(v))
-            && filter.state.is_none_or(|s| s == app.state)
-            && filter.sandbox_id.as_ref().is_none_or(|s| *s == app.sandbox_id);
-        Ok(if ok { vec![app] } else { vec![] })
-    }
-    async fn exec_sync(&self, _: &str, _: &[String], _: Duration) -> Result<ExecSyncResult> {
-        unused()
-    }
-    async fn exec(&self, _: &str, cmd: &[String], o: &StreamOptions) -> Result<StreamSession> {
-        let piped = |on: bool| if on { std::process::Stdio::piped() } else { std::process::Stdio::null() };
-        let mut child = tokio::process::Command::new(&cmd[0])
-            .args(&cmd[1..])
-            .stdin(piped(o.stdin))
-            .stdout(piped(o.stdout))
-            .stderr(piped(o.stderr))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| RuntimeError::Other(format!("exec {cmd:?}: {e}")))?;
-        let stdin = child.stdin.take().map(|w| Box::pin(w) as BoxWriter);
-        let stdout = child.stdout.take().map(|r| Box::pin(r) as BoxReader);
-        let stderr = child.stderr.take().map(|r| Box::pin(r) as BoxReader);
-        let exit = Box::pin(async move {
-            let status = child.wait().await.map_err(|e| RuntimeError::Other(e.to_string()))?;
-            Ok(status.code().unwrap_or(-1))
-        });
-        Ok(StreamSession { stdin, stdout, stderr, resize: None, exit })
-    }
-    async fn attach(&self, _: &str, _: &StreamOptions) -> Result<StreamSession> {
-        unused()
-    }
-    async fn port_forward(&self, _: &str, port: u16) -> Result<Box<dyn Duplex>> {
-        let s = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| RuntimeError::Other(format!("connect to port {port}: {e}")))?;
-        Ok(Box::new(s))
-    }
-    async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
-        Ok(ContainerStats {
-            id: id.into(),
-            timestamp: Some(SystemTime::now()),
-            cpu_usage_nanos: 5_000_000,
-            memory_usage_bytes: 4 << 20,
-            memory_working_set_bytes: 3 << 20,
-            memory_rss_bytes: 2 << 20,
-            writable_layer_bytes: 4096,
-        })
-    }
-}
+mod server_support;
+use server_support::TestRuntime;
 
 // ---------------------------------------------------------------------------------------------------
 // A running kubelet server and TLS clients.
