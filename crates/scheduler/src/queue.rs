@@ -95,6 +95,8 @@ pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Uids of the pods in the unschedulable set, so events do not walk the whole queue.
+    unschedulable: HashSet<String>,
     seq: u64,
     initial_backoff: Duration,
     max_backoff: Duration,
@@ -107,6 +109,7 @@ impl SchedulingQueue {
             entries: HashMap::new(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
+            unschedulable: HashSet::new(),
             seq: 0,
             initial_backoff,
             max_backoff,
@@ -116,6 +119,7 @@ impl SchedulingQueue {
 
     fn push_active(&mut self, uid: &str) {
         let Some(e) = self.entries.get_mut(uid) else { return };
+        self.unschedulable.remove(uid);
         e.generation += 1;
         e.place = Where::Active;
         self.seq += 1;
@@ -124,6 +128,7 @@ impl SchedulingQueue {
 
     fn push_backoff(&mut self, uid: &str, until: Instant) {
         let Some(e) = self.entries.get_mut(uid) else { return };
+        self.unschedulable.remove(uid);
         e.generation += 1;
         e.place = Where::Backoff(until);
         self.backoff.push(Reverse((until, e.generation, uid.to_string())));
@@ -178,6 +183,7 @@ impl SchedulingQueue {
 
     pub fn delete(&mut self, uid: &str) {
         self.entries.remove(uid);
+        self.unschedulable.remove(uid);
     }
 
     /// The uids of every pod the queue knows.
@@ -206,7 +212,7 @@ impl SchedulingQueue {
 
     /// The pod was scheduled (and is being bound): forget it.
     pub fn done(&mut self, uid: &str) {
-        self.entries.remove(uid);
+        self.delete(uid);
     }
 
     /// The pod fits nowhere: it waits for a cluster event that could help.
@@ -216,6 +222,7 @@ impl SchedulingQueue {
             e.pod.last_failure = Some(now);
             e.generation += 1;
             e.place = Where::Unschedulable(now);
+            self.unschedulable.insert(uid.to_string());
         }
     }
 
@@ -239,11 +246,15 @@ impl SchedulingQueue {
 
     /// Moves the unschedulable pods this event could help to back-off or active.
     pub fn move_all(&mut self, event: ClusterEvent, now: Instant) -> usize {
+        if self.unschedulable.is_empty() {
+            return 0;
+        }
+        let entries = &self.entries;
         let uids: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| matches!(e.place, Where::Unschedulable(_)) && event.may_help(&e.pod.unschedulable_plugins))
-            .map(|(u, _)| u.clone())
+            .filter(|u| entries.get(*u).is_some_and(|e| event.may_help(&e.pod.unschedulable_plugins)))
+            .cloned()
             .collect();
         for u in &uids {
             self.requeue(u, now);
@@ -263,11 +274,14 @@ impl SchedulingQueue {
             }
         }
         let limit = self.max_in_unschedulable;
+        let entries = &self.entries;
         let stale: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| matches!(e.place, Where::Unschedulable(since) if now.duration_since(since) >= limit))
-            .map(|(u, _)| u.clone())
+            .filter(|u| {
+                entries.get(*u).is_some_and(|e| matches!(e.place, Where::Unschedulable(since) if now.duration_since(since) >= limit))
+            })
+            .cloned()
             .collect();
         for u in stale {
             self.requeue(&u, now);
@@ -277,10 +291,6 @@ impl SchedulingQueue {
     /// When the next back-off ends.
     pub fn next_backoff(&self) -> Option<Instant> {
         self.backoff.peek().map(|Reverse((t, _, _))| *t)
-    }
-
-    pub fn has_active(&self) -> bool {
-        self.entries.values().any(|e| e.place == Where::Active) && !self.active.is_empty()
     }
 
     /// Pods in each set: (active, backoff, unschedulable).
