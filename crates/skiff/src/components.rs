@@ -46,5 +46,6 @@ pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig
         spawn("node-ipam", node_ipam::run(ctx.clone(), ipam, shutdown.clone())),
         spawn("node-lifecycle", node_lifecycle::run(ctx.clone(), lifecycle, shutdown.clone())),
         spawn("serviceaccount", serviceaccount::run(ctx.clone(), shutdown.clone())),
+        spawn("garbage-collector", skiff_controllers::garbage_collector::run(ctx.clone(), shutdown.clone())),
     ]
 }
