@@ -2,12 +2,11 @@
 //! (`<RFC3339Nano> stdout|stderr F|P <text>`), with upstream's options: `follow`, `previous`, `tailLines`,
 //! `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`. Partial (`P`) entries are joined into one line.
 //! With `follow` the stream ends once the container has exited and its log has been read to the end.
-//!
-//! The CRI log parsing lives here until `skiff_runtime::logs` exists; then the two should merge.
+//! Records are parsed by `skiff_runtime::logs` (the same module the shim's writer lives in).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, RawQuery, State as AxState};
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use jiff::Timestamp;
 use skiff_runtime::cri::{ContainerState, RuntimeError, RuntimeService};
+use skiff_runtime::logs;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -92,34 +92,11 @@ impl LogOptions {
     }
 }
 
-/// One entry of a CRI log file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CriEntry<'a> {
-    pub timestamp: &'a str,
-    pub stream: &'a str,
-    pub partial: bool,
-    pub content: &'a [u8],
-}
-
-/// Parses one line (without its `\n`) of a CRI log file.
-pub fn parse_cri_line(line: &[u8]) -> Option<CriEntry<'_>> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let timestamp = std::str::from_utf8(parts.next()?).ok()?;
-    let stream = std::str::from_utf8(parts.next()?).ok()?;
-    if stream != "stdout" && stream != "stderr" {
-        return None;
-    }
-    let tag = parts.next()?;
-    let partial = tag.split(|b| *b == b':').any(|t| t == b"P");
-    let content = parts.next().unwrap_or(b"");
-    Some(CriEntry { timestamp, stream, partial, content })
-}
-
 /// A whole log line (partial entries joined), ready to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
-    pub timestamp: String,
-    pub time: Option<Timestamp>,
+    /// The time of the line's first record.
+    pub time: SystemTime,
     /// The text, with its `\n` unless it was cut off by the end of the log.
     pub content: Vec<u8>,
 }
@@ -146,20 +123,19 @@ impl LogParser {
     }
 
     fn entry(&mut self, line: &[u8], out: &mut Vec<LogLine>) {
-        let Some(e) = parse_cri_line(line) else {
-            if !line.is_empty() {
-                tracing::debug!(line = %String::from_utf8_lossy(line), "skipping a malformed CRI log line");
+        let record = match logs::parse_line(line) {
+            Ok(r) => r,
+            Err(e) => {
+                if !line.is_empty() {
+                    tracing::debug!(error = %e, line = %String::from_utf8_lossy(line), "skipping a malformed CRI log line");
+                }
+                return;
             }
-            return;
         };
-        let slot = &mut self.partial[usize::from(e.stream == "stderr")];
-        let mut acc = slot.take().unwrap_or_else(|| LogLine {
-            timestamp: e.timestamp.to_string(),
-            time: e.timestamp.parse().ok(),
-            content: Vec::new(),
-        });
-        acc.content.extend_from_slice(e.content);
-        if e.partial {
+        let slot = &mut self.partial[usize::from(record.stream == logs::Stream::Stderr)];
+        let mut acc = slot.take().unwrap_or_else(|| LogLine { time: record.timestamp, content: Vec::new() });
+        acc.content.extend_from_slice(&record.content);
+        if record.partial {
             *slot = Some(acc);
         } else {
             acc.content.push(b'\n');
@@ -174,7 +150,7 @@ impl LogParser {
             self.entry(&line, out);
         }
         let mut rest: Vec<LogLine> = self.partial.iter_mut().filter_map(Option::take).collect();
-        rest.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        rest.sort_by_key(|l| l.time);
         out.extend(rest);
     }
 }
@@ -182,7 +158,7 @@ impl LogParser {
 /// Writes lines to the response under the options (`sinceTime`, `timestamps`, `limitBytes`).
 struct Writer {
     tx: mpsc::Sender<Bytes>,
-    since: Option<Timestamp>,
+    since: Option<SystemTime>,
     timestamps: bool,
     remaining: Option<u64>,
 }
@@ -192,13 +168,11 @@ impl Writer {
     async fn write(&mut self, lines: Vec<LogLine>) -> bool {
         let mut buf = Vec::new();
         for l in lines {
-            if let (Some(since), Some(t)) = (self.since, l.time)
-                && t < since
-            {
+            if !self.keep_since(&l) {
                 continue;
             }
             if self.timestamps {
-                buf.extend_from_slice(l.timestamp.as_bytes());
+                buf.extend_from_slice(logs::format_timestamp(l.time).as_bytes());
                 buf.push(b' ');
             }
             buf.extend_from_slice(&l.content);
@@ -218,10 +192,7 @@ impl Writer {
     }
 
     fn keep_since(&self, l: &LogLine) -> bool {
-        match (self.since, l.time) {
-            (Some(since), Some(t)) => t >= since,
-            _ => true,
-        }
+        self.since.is_none_or(|since| l.time >= since)
     }
 }
 
@@ -260,7 +231,7 @@ pub async fn serve(
         (current.log_path.clone(), opts.follow.then(|| current.id.clone()))
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let writer = Writer { tx, since: opts.since, timestamps: opts.timestamps, remaining: opts.limit_bytes };
+    let writer = Writer { tx, since: opts.since.map(SystemTime::from), timestamps: opts.timestamps, remaining: opts.limit_bytes };
     let runtime = state.runtime.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
@@ -388,17 +359,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cri_lines_parse_and_partials_join() {
+    fn partial_records_join_per_stream() {
         let mut p = LogParser::default();
         let mut out = Vec::new();
         p.feed(b"2026-01-01T00:00:00.1Z stdout P hel", &mut out);
         assert!(out.is_empty());
-        p.feed(b"\n2026-01-01T00:00:00.2Z stderr F oops\n2026-01-01T00:00:00.3Z stdout F lo\n", &mut out);
+        p.feed(b"\n2026-01-01T00:00:00.2Z stderr F oops\ngarbage\n2026-01-01T00:00:00.3Z stdout F lo\n", &mut out);
         let texts: Vec<String> = out.iter().map(|l| String::from_utf8_lossy(&l.content).into_owned()).collect();
         assert_eq!(texts, vec!["oops\n", "hello\n"]);
-        assert_eq!(out[1].timestamp, "2026-01-01T00:00:00.1Z");
-        assert_eq!(parse_cri_line(b"2026-01-01T00:00:00Z stdout F "), Some(CriEntry { timestamp: "2026-01-01T00:00:00Z", stream: "stdout", partial: false, content: b"" }));
-        assert_eq!(parse_cri_line(b"garbage"), None);
+        assert_eq!(logs::format_timestamp(out[1].time), "2026-01-01T00:00:00.1Z");
+        p.feed(b"2026-01-01T00:00:01Z stdout P cut", &mut out);
+        p.finish(&mut out);
+        assert_eq!(out.last().unwrap().content, b"cut");
     }
 
     #[test]
