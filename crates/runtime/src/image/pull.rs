@@ -276,20 +276,20 @@ impl Inner {
             Some(Credentials::Bearer(t)) => oci_client::secrets::RegistryAuth::Bearer(t.clone()),
         };
         let what = format!("failed to resolve reference {name:?} at {}", ep.url());
-        let (mut body, mut digest) = client
-            .pull_manifest_raw(&reference, &auth, ACCEPT)
+        let (mut body, mut digest) = self
+            .manifest(&client, &reference, &auth)
             .await
-            .map_err(|e| Failure::Endpoint(format!("{what}: {}", describe(&e, &self.options))))?;
+            .map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
         let mut media_type = manifest_media_type(&body).map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
         if media_type == OCI_INDEX || media_type == DOCKER_LIST {
             let chosen = self
                 .pick_platform(&body)
                 .map_err(|e| Failure::Endpoint(format!("{what}: index {digest}: {e}")))?;
             reference = reference.clone_with_digest(chosen.clone());
-            let (b, d) = client
-                .pull_manifest_raw(&reference, &auth, ACCEPT)
+            let (b, d) = self
+                .manifest(&client, &reference, &auth)
                 .await
-                .map_err(|e| Failure::Endpoint(format!("{what}: manifest {chosen}: {}", describe(&e, &self.options))))?;
+                .map_err(|e| Failure::Endpoint(format!("{what}: manifest {chosen}: {e}")))?;
             if d != chosen {
                 return Err(Failure::Endpoint(format!("{what}: manifest {chosen} came back with digest {d}")));
             }
@@ -337,6 +337,22 @@ impl Inner {
             manifest_digest: digest,
             config_digest: manifest.config.digest.clone(),
         })
+    }
+
+    /// Fetches a manifest within connect + read time-out in all. oci-client first probes `/v2/` and ignores a
+    /// failure there, so a registry that never answers would otherwise hold the pull for two read time-outs.
+    async fn manifest(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        auth: &oci_client::secrets::RegistryAuth,
+    ) -> Result<(bytes::Bytes, String), String> {
+        let limit = self.options.connect_timeout + self.options.read_timeout;
+        match tokio::time::timeout(limit, client.pull_manifest_raw(reference, auth, ACCEPT)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(describe(&e, &self.options)),
+            Err(_) => Err(format!("timed out: the registry did not answer within {limit:?}")),
+        }
     }
 
     /// Fetches the config and layers into `staging/blobs/sha256`, reusing blobs the store already has.
