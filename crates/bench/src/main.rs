@@ -5,8 +5,12 @@
 //! Run: `cargo build --release -p skiff && cargo run --release -p skiff-bench -- [--etcd]
 //! [--skiff PATH] [--pods N] [--starts N] [--dir DIR] [--node-ip IP]`. The server always listens on 127.0.0.1;
 //! `--node-ip` (default 127.0.0.1) is what it advertises.
+//!
+//! `skiff-bench scheduler-perf [...]` runs the scheduler workloads on hollow nodes instead (`hollow_perf.rs`).
 
 mod client;
+mod hollow;
+mod hollow_perf;
 mod process;
 mod report;
 mod workload;
@@ -91,10 +95,14 @@ fn parse_options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = parse_options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("scheduler-perf") {
+        return runtime.block_on(hollow_perf::main(&args[1..]));
+    }
+    let options = parse_options()?;
     runtime.block_on(async {
         tokio::select! {
             result = run(&options) => result,
