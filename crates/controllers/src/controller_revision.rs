@@ -27,7 +27,10 @@ pub fn hash_template(template: &PodTemplateSpec, collision_count: Option<i32>) -
     if let Some(c) = collision_count {
         c.to_le_bytes().into_iter().for_each(&mut feed);
     }
-    h.to_string().bytes().map(|d| SAFE_ALPHABET[usize::from(d) % SAFE_ALPHABET.len()] as char).collect()
+    h.to_string()
+        .bytes()
+        .map(|d| SAFE_ALPHABET[usize::from(d) % SAFE_ALPHABET.len()] as char)
+        .collect()
 }
 
 /// The patch a revision stores: `{"spec":{"template":{..., "$patch":"replace"}}}` (upstream's `getPatch`).
@@ -56,7 +59,11 @@ pub fn new_revision<K: Resource<DynamicType = ()>>(
     collision_count: Option<i32>,
 ) -> ControllerRevision {
     let hash = hash_template(template, collision_count);
-    let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     labels.insert(REVISION_HASH_LABEL.into(), hash.clone());
     let owner_name = owner.meta().name.clone().unwrap_or_default();
     ControllerRevision {
@@ -78,10 +85,28 @@ pub fn same_template(a: &ControllerRevision, template: &PodTemplateSpec) -> bool
 }
 
 /// The owner's revisions (selected by its selector and controlled by it), oldest first.
-pub async fn list_revisions(api: &Api<ControllerRevision>, selector: Option<&LabelSelector>, owner_uid: &str) -> Result<Vec<ControllerRevision>, kube::Error> {
-    let Ok(Some(lp)) = crate::job::selector_params(selector) else { return Ok(Vec::new()) };
-    let mut revs: Vec<ControllerRevision> = api.list(&lp).await?.items.into_iter().filter(|r| is_controlled_by(&r.metadata, owner_uid)).collect();
-    revs.sort_by_key(|r| (r.revision, r.metadata.creation_timestamp.as_ref().map(|t| t.0), r.name_any()));
+pub async fn list_revisions(
+    api: &Api<ControllerRevision>,
+    selector: Option<&LabelSelector>,
+    owner_uid: &str,
+) -> Result<Vec<ControllerRevision>, kube::Error> {
+    let Ok(Some(lp)) = crate::job::selector_params(selector) else {
+        return Ok(Vec::new());
+    };
+    let mut revs: Vec<ControllerRevision> = api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| is_controlled_by(&r.metadata, owner_uid))
+        .collect();
+    revs.sort_by_key(|r| {
+        (
+            r.revision,
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.name_any(),
+        )
+    });
     Ok(revs)
 }
 
@@ -100,7 +125,9 @@ pub async fn current_revision<K: Resource<DynamicType = ()>>(
         let mut rev = revisions[pos].clone();
         if rev.revision != max {
             rev.revision = max + 1;
-            rev = api.replace(&rev.name_any(), &PostParams::default(), &rev).await?;
+            rev = api
+                .replace(&rev.name_any(), &PostParams::default(), &rev)
+                .await?;
             revisions[pos] = rev.clone();
         }
         return Ok(rev);
@@ -114,7 +141,11 @@ pub async fn current_revision<K: Resource<DynamicType = ()>>(
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let existing = api.get(&rev.name_any()).await?;
-                let ours = existing.metadata.uid.is_some() && is_controlled_by(&existing.metadata, owner.meta().uid.as_deref().unwrap_or(""));
+                let ours = existing.metadata.uid.is_some()
+                    && is_controlled_by(
+                        &existing.metadata,
+                        owner.meta().uid.as_deref().unwrap_or(""),
+                    );
                 if ours && same_template(&existing, template) {
                     revisions.push(existing.clone());
                     return Ok(existing);
@@ -127,9 +158,19 @@ pub async fn current_revision<K: Resource<DynamicType = ()>>(
 }
 
 /// Deletes the oldest revisions not in `live` beyond `limit` (revisionHistoryLimit).
-pub async fn truncate_history(api: &Api<ControllerRevision>, revisions: &[ControllerRevision], live: &[String], limit: i32) -> Result<(), kube::Error> {
-    let old: Vec<&ControllerRevision> = revisions.iter().filter(|r| !live.contains(&r.name_any())).collect();
-    let excess = old.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+pub async fn truncate_history(
+    api: &Api<ControllerRevision>,
+    revisions: &[ControllerRevision],
+    live: &[String],
+    limit: i32,
+) -> Result<(), kube::Error> {
+    let old: Vec<&ControllerRevision> = revisions
+        .iter()
+        .filter(|r| !live.contains(&r.name_any()))
+        .collect();
+    let excess = old
+        .len()
+        .saturating_sub(usize::try_from(limit).unwrap_or(0));
     for rev in old.into_iter().take(excess) {
         match api.delete(&rev.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
@@ -148,8 +189,18 @@ mod tests {
 
     fn template(image: &str) -> PodTemplateSpec {
         PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some([("app".to_string(), "x".to_string())].into()), ..Default::default() }),
-            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), image: Some(image.into()), ..Default::default() }], ..Default::default() }),
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_string(), "x".to_string())].into()),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
         }
     }
 
@@ -165,15 +216,29 @@ mod tests {
     #[test]
     fn revisions_hold_their_template() {
         let ds = DaemonSet {
-            metadata: ObjectMeta { name: Some("agent".into()), namespace: Some("kube-system".into()), uid: Some("u".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                namespace: Some("kube-system".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let rev = new_revision(&ds, &template("a"), 3, Some(0));
         let hash = hash_template(&template("a"), Some(0));
-        assert_eq!(rev.metadata.name.as_deref(), Some(format!("agent-{hash}").as_str()));
-        assert_eq!(rev.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL], hash);
+        assert_eq!(
+            rev.metadata.name.as_deref(),
+            Some(format!("agent-{hash}").as_str())
+        );
+        assert_eq!(
+            rev.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL],
+            hash
+        );
         assert_eq!(rev.revision, 3);
-        assert_eq!(rev.data.as_ref().unwrap().0["spec"]["template"]["$patch"], "replace");
+        assert_eq!(
+            rev.data.as_ref().unwrap().0["spec"]["template"]["$patch"],
+            "replace"
+        );
         assert_eq!(template_of(&rev), Some(template("a")));
         assert!(same_template(&rev, &template("a")));
         assert!(!same_template(&rev, &template("b")));

@@ -13,15 +13,15 @@ use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::job::{condition, publish, Clock};
+use crate::job::{Clock, condition, publish};
 use crate::pod_util::{controller_ref, is_controlled_by};
 use schedule::Schedule;
 
@@ -48,7 +48,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { clock: crate::job::system_clock() }
+        Self {
+            clock: crate::job::system_clock(),
+        }
     }
 }
 
@@ -64,11 +66,19 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error>
 }
 
 /// Runs the CronJob controller with explicit settings.
-pub async fn run_with(ctx: Context, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run_with(
+    ctx: Context,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let cronjobs = Api::<CronJob>::all(ctx.client.clone());
     let jobs = Api::<Job>::all(ctx.client.clone());
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let state = Arc::new(State { ctx, config, recorder });
+    let state = Arc::new(State {
+        ctx,
+        config,
+        recorder,
+    });
     Controller::new(cronjobs, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -107,11 +117,15 @@ pub fn most_recent_schedule_time(
     sched: &Schedule,
     tz: &TimeZone,
 ) -> Result<(Option<Timestamp>, i64), String> {
-    let Some(t1) = sched.next(earliest, tz) else { return Ok((None, 0)) };
+    let Some(t1) = sched.next(earliest, tz) else {
+        return Ok((None, 0));
+    };
     if now < t1 {
         return Ok((None, 0));
     }
-    let Some(t2) = sched.next(t1, tz) else { return Ok((Some(t1), 1)) };
+    let Some(t2) = sched.next(t1, tz) else {
+        return Ok((Some(t1), 1));
+    };
     if now < t2 {
         return Ok((Some(t1), 1));
     }
@@ -123,7 +137,11 @@ pub fn most_recent_schedule_time(
     let missed = elapsed / between + 1;
     // Jump close to now, then walk: schedules are not always evenly spaced.
     let mut recent = t1;
-    let jump = t1.checked_add(jiff::SignedDuration::from_secs((missed - 2).max(0) * between)).unwrap_or(t1);
+    let jump = t1
+        .checked_add(jiff::SignedDuration::from_secs(
+            (missed - 2).max(0) * between,
+        ))
+        .unwrap_or(t1);
     if jump <= now {
         recent = jump;
     }
@@ -138,7 +156,11 @@ pub fn most_recent_schedule_time(
 
 fn earliest_time(cj: &CronJob, now: Timestamp) -> Timestamp {
     let mut earliest = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-    if let Some(last) = cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()) {
+    if let Some(last) = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_ref())
+    {
         earliest = last.0;
     }
     if let Some(sds) = cj.spec.as_ref().and_then(|s| s.starting_deadline_seconds) {
@@ -151,9 +173,17 @@ fn earliest_time(cj: &CronJob, now: Timestamp) -> Timestamp {
 }
 
 /// How long until the next scheduled time after the most recent one.
-fn next_schedule_delay(cj: &CronJob, now: Timestamp, sched: &Schedule, tz: &TimeZone) -> Option<Duration> {
+fn next_schedule_delay(
+    cj: &CronJob,
+    now: Timestamp,
+    sched: &Schedule,
+    tz: &TimeZone,
+) -> Option<Duration> {
     let earliest = earliest_time(cj, now);
-    let recent = most_recent_schedule_time(earliest, now, sched, tz).ok()?.0.unwrap_or(earliest);
+    let recent = most_recent_schedule_time(earliest, now, sched, tz)
+        .ok()?
+        .0
+        .unwrap_or(earliest);
     let next = sched.next(recent, tz)?;
     let wait = now.duration_until(next).max(jiff::SignedDuration::ZERO);
     Some(Duration::try_from(wait).unwrap_or_default() + NEXT_SCHEDULE_DELTA)
@@ -161,7 +191,11 @@ fn next_schedule_delay(cj: &CronJob, now: Timestamp, sched: &Schedule, tz: &Time
 
 fn requeue(delay: Option<Duration>) -> Action {
     // Wake up at least every five minutes: a moved clock or a lost event must not stall a schedule.
-    Action::requeue(delay.unwrap_or(Duration::from_secs(300)).min(Duration::from_secs(300)))
+    Action::requeue(
+        delay
+            .unwrap_or(Duration::from_secs(300))
+            .min(Duration::from_secs(300)),
+    )
 }
 
 fn finished_type(job: &Job) -> Option<&'static str> {
@@ -189,10 +223,21 @@ fn job_ref(job: &Job) -> ObjectReference {
 
 /// The Job for one scheduled time (upstream's `getJobFromTemplate2`).
 pub fn job_from_template(cj: &CronJob, scheduled: Timestamp, tz: &TimeZone) -> Job {
-    let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut annotations = tmeta.annotations.unwrap_or_default();
-    annotations.insert(SCHEDULED_TIMESTAMP.into(), scheduled.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string().replace("+00:00", "Z"));
+    annotations.insert(
+        SCHEDULED_TIMESTAMP.into(),
+        scheduled
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string()
+            .replace("+00:00", "Z"),
+    );
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(&cj.name_any(), scheduled)),
@@ -212,10 +257,18 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
     let ns = cached.namespace().unwrap_or_default();
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(client, &ns);
-    let Some(mut cj) = cronjobs.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+    let Some(mut cj) = cronjobs.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let uid = cj.uid().unwrap_or_default();
     let now = (st.config.clock)();
-    let jobs: Vec<Job> = jobs_api.list(&ListParams::default()).await?.items.into_iter().filter(|j| is_controlled_by(&j.metadata, &uid)).collect();
+    let jobs: Vec<Job> = jobs_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|j| is_controlled_by(&j.metadata, &uid))
+        .collect();
     let old_status = cj.status.clone();
     let status = cj.status.get_or_insert_with(Default::default);
     let mut active: Vec<ObjectReference> = status.active.take().unwrap_or_default();
@@ -224,20 +277,39 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
         let in_active = active.iter().any(|r| r.uid == job.metadata.uid);
         let finished = finished_type(job);
         if !in_active && finished.is_none() {
-            publish(&st.recorder, &cj, EventType::Warning, "UnexpectedJob", format!("Saw a job that the controller did not create or forgot: {}", job.name_any())).await;
+            publish(
+                &st.recorder,
+                &cj,
+                EventType::Warning,
+                "UnexpectedJob",
+                format!(
+                    "Saw a job that the controller did not create or forgot: {}",
+                    job.name_any()
+                ),
+            )
+            .await;
             // Upstream keeps such jobs out of the active list too; it does not adopt them here.
-        } else if in_active {
-            if let Some(cond) = finished {
-                active.retain(|r| r.uid != job.metadata.uid);
-                publish(&st.recorder, &cj, EventType::Normal, "SawCompletedJob", format!("Saw completed job: {}, condition: {cond}", job.name_any())).await;
-            }
+        } else if in_active && let Some(cond) = finished {
+            active.retain(|r| r.uid != job.metadata.uid);
+            publish(
+                &st.recorder,
+                &cj,
+                EventType::Normal,
+                "SawCompletedJob",
+                format!("Saw completed job: {}, condition: {cond}", job.name_any()),
+            )
+            .await;
         }
-        if finished == Some("Complete") {
-            if let Some(done) = job.status.as_ref().and_then(|s| s.completion_time.as_ref()) {
-                let status = cj.status.get_or_insert_with(Default::default);
-                if status.last_successful_time.as_ref().is_none_or(|t| t.0 < done.0) {
-                    status.last_successful_time = Some(done.clone());
-                }
+        if finished == Some("Complete")
+            && let Some(done) = job.status.as_ref().and_then(|s| s.completion_time.as_ref())
+        {
+            let status = cj.status.get_or_insert_with(Default::default);
+            if status
+                .last_successful_time
+                .as_ref()
+                .is_none_or(|t| t.0 < done.0)
+            {
+                status.last_successful_time = Some(done.clone());
             }
         }
     }
@@ -250,12 +322,28 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
         }
         match jobs_api.get_opt(r.name.as_deref().unwrap_or("")).await? {
             Some(_) => kept.push(r),
-            None => publish(&st.recorder, &cj, EventType::Normal, "MissingJob", format!("Active job went missing: {}", r.name.as_deref().unwrap_or(""))).await,
+            None => {
+                publish(
+                    &st.recorder,
+                    &cj,
+                    EventType::Normal,
+                    "MissingJob",
+                    format!(
+                        "Active job went missing: {}",
+                        r.name.as_deref().unwrap_or("")
+                    ),
+                )
+                .await
+            }
         }
     }
     cj.status.get_or_insert_with(Default::default).active = Some(kept);
 
-    let action = if cj.metadata.deletion_timestamp.is_some() { Action::await_change() } else { schedule_next(&st, &jobs_api, &mut cj, now).await? };
+    let action = if cj.metadata.deletion_timestamp.is_some() {
+        Action::await_change()
+    } else {
+        schedule_next(&st, &jobs_api, &mut cj, now).await?
+    };
 
     if cj.metadata.deletion_timestamp.is_none() {
         cleanup_finished_jobs(&st, &jobs_api, &cj, &jobs).await?;
@@ -265,20 +353,39 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
         new_status.active = None;
     }
     cj.status = Some(new_status);
-    if cj.status != old_status && cj.status != old_status.clone().or_else(|| Some(Default::default())) {
-        cronjobs.replace_status(&cj.name_any(), &PostParams::default(), &cj).await?;
+    if cj.status != old_status
+        && cj.status != old_status.clone().or_else(|| Some(Default::default()))
+    {
+        cronjobs
+            .replace_status(&cj.name_any(), &PostParams::default(), &cj)
+            .await?;
     }
     Ok(action)
 }
 
 /// Creates the Job for the most recent unmet scheduled time, if the policies allow; returns when to look again.
-async fn schedule_next(st: &State, jobs_api: &Api<Job>, cj: &mut CronJob, now: Timestamp) -> Result<Action, Error> {
+async fn schedule_next(
+    st: &State,
+    jobs_api: &Api<Job>,
+    cj: &mut CronJob,
+    now: Timestamp,
+) -> Result<Action, Error> {
     let spec = cj.spec.clone().unwrap_or_default();
     let tz = match time_zone(cj) {
         Ok(tz) => tz,
         Err(e) => {
-            let msg = format!("invalid timeZone: {:?}: {e}", spec.time_zone.as_deref().unwrap_or(""));
-            publish(&st.recorder, &*cj, EventType::Warning, "UnknownTimeZone", msg).await;
+            let msg = format!(
+                "invalid timeZone: {:?}: {e}",
+                spec.time_zone.as_deref().unwrap_or("")
+            );
+            publish(
+                &st.recorder,
+                &*cj,
+                EventType::Warning,
+                "UnknownTimeZone",
+                msg,
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
@@ -288,50 +395,122 @@ async fn schedule_next(st: &State, jobs_api: &Api<Job>, cj: &mut CronJob, now: T
     let sched = match schedule::parse(&spec.schedule) {
         Ok(s) => s,
         Err(e) => {
-            publish(&st.recorder, &*cj, EventType::Warning, "UnparseableSchedule", format!("unparseable schedule: {:?} : {e}", spec.schedule)).await;
+            publish(
+                &st.recorder,
+                &*cj,
+                EventType::Warning,
+                "UnparseableSchedule",
+                format!("unparseable schedule: {:?} : {e}", spec.schedule),
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
-    let (scheduled, missed) = match most_recent_schedule_time(earliest_time(cj, now), now, &sched, &tz) {
-        Ok(r) => r,
-        Err(e) => {
-            publish(&st.recorder, &*cj, EventType::Warning, "InvalidSchedule", format!("invalid schedule: {} : {e}", spec.schedule)).await;
-            return Ok(Action::await_change());
-        }
-    };
+    let (scheduled, missed) =
+        match most_recent_schedule_time(earliest_time(cj, now), now, &sched, &tz) {
+            Ok(r) => r,
+            Err(e) => {
+                publish(
+                    &st.recorder,
+                    &*cj,
+                    EventType::Warning,
+                    "InvalidSchedule",
+                    format!("invalid schedule: {} : {e}", spec.schedule),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+        };
     if missed > 100 {
-        let msg = format!("too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew");
-        publish(&st.recorder, &*cj, EventType::Warning, "TooManyMissedTimes", msg).await;
+        let msg = format!(
+            "too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"
+        );
+        publish(
+            &st.recorder,
+            &*cj,
+            EventType::Warning,
+            "TooManyMissedTimes",
+            msg,
+        )
+        .await;
     }
-    let Some(scheduled) = scheduled else { return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz))) };
-    if let Some(sds) = spec.starting_deadline_seconds {
-        if scheduled + jiff::SignedDuration::from_secs(sds) < now {
-            let when = scheduled.to_zoned(TimeZone::UTC).strftime("%a, %d %b %Y %H:%M:%S %z").to_string();
-            publish(&st.recorder, &*cj, EventType::Warning, "MissSchedule", format!("Missed scheduled time to start a job: {when}")).await;
-            return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
-        }
+    let Some(scheduled) = scheduled else {
+        return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
+    };
+    if let Some(sds) = spec.starting_deadline_seconds
+        && scheduled + jiff::SignedDuration::from_secs(sds) < now
+    {
+        let when = scheduled
+            .to_zoned(TimeZone::UTC)
+            .strftime("%a, %d %b %Y %H:%M:%S %z")
+            .to_string();
+        publish(
+            &st.recorder,
+            &*cj,
+            EventType::Warning,
+            "MissSchedule",
+            format!("Missed scheduled time to start a job: {when}"),
+        )
+        .await;
+        return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
     }
     let name = job_name(&cj.name_any(), scheduled);
     let status = cj.status.get_or_insert_with(Default::default);
     let active = status.active.get_or_insert_with(Vec::new);
-    if active.iter().any(|r| r.name.as_deref() == Some(name.as_str())) || status.last_schedule_time.as_ref().is_some_and(|t| t.0 == scheduled) {
+    if active
+        .iter()
+        .any(|r| r.name.as_deref() == Some(name.as_str()))
+        || status
+            .last_schedule_time
+            .as_ref()
+            .is_some_and(|t| t.0 == scheduled)
+    {
         return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
     }
     let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
     if policy == "Forbid" && !active.is_empty() {
-        let note = "Not starting job because prior execution is running and concurrency policy is Forbid".to_string();
-        publish(&st.recorder, &*cj, EventType::Normal, "JobAlreadyActive", note).await;
+        let note =
+            "Not starting job because prior execution is running and concurrency policy is Forbid"
+                .to_string();
+        publish(
+            &st.recorder,
+            &*cj,
+            EventType::Normal,
+            "JobAlreadyActive",
+            note,
+        )
+        .await;
         return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
     }
     if policy == "Replace" {
         for r in std::mem::take(active) {
             let jname = r.name.clone().unwrap_or_default();
             match jobs_api.delete(&jname, &DeleteParams::background()).await {
-                Ok(_) => publish(&st.recorder, &*cj, EventType::Normal, "SuccessfulDelete", format!("Deleted job {jname}")).await,
+                Ok(_) => {
+                    publish(
+                        &st.recorder,
+                        &*cj,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted job {jname}"),
+                    )
+                    .await
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
-                    publish(&st.recorder, &*cj, EventType::Warning, "FailedDelete", format!("Deleted job: {e}")).await;
-                    cj.status.get_or_insert_with(Default::default).active.get_or_insert_with(Vec::new).push(r);
+                    publish(
+                        &st.recorder,
+                        &*cj,
+                        EventType::Warning,
+                        "FailedDelete",
+                        format!("Deleted job: {e}"),
+                    )
+                    .await;
+                    cj.status
+                        .get_or_insert_with(Default::default)
+                        .active
+                        .get_or_insert_with(Vec::new)
+                        .push(r);
                     return Err(Error::Replace(jname));
                 }
             }
@@ -341,39 +520,89 @@ async fn schedule_next(st: &State, jobs_api: &Api<Job>, cj: &mut CronJob, now: T
     let created = match jobs_api.create(&PostParams::default(), &job).await {
         Ok(j) => j,
         // Someone (an earlier run of ours) made it: its status is already recorded or will be.
-        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz))),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)));
+        }
         Err(e) => {
-            publish(&st.recorder, &*cj, EventType::Warning, "FailedCreate", format!("Error creating job: {e}")).await;
+            publish(
+                &st.recorder,
+                &*cj,
+                EventType::Warning,
+                "FailedCreate",
+                format!("Error creating job: {e}"),
+            )
+            .await;
             return Err(e.into());
         }
     };
-    publish(&st.recorder, &*cj, EventType::Normal, "SuccessfulCreate", format!("Created job {}", created.name_any())).await;
+    publish(
+        &st.recorder,
+        &*cj,
+        EventType::Normal,
+        "SuccessfulCreate",
+        format!("Created job {}", created.name_any()),
+    )
+    .await;
     let status = cj.status.get_or_insert_with(Default::default);
-    status.active.get_or_insert_with(Vec::new).push(job_ref(&created));
+    status
+        .active
+        .get_or_insert_with(Vec::new)
+        .push(job_ref(&created));
     status.last_schedule_time = Some(Time(scheduled));
     Ok(requeue(next_schedule_delay(cj, now, &sched, &tz)))
 }
 
 /// Deletes the oldest finished Jobs beyond successfulJobsHistoryLimit and failedJobsHistoryLimit.
-async fn cleanup_finished_jobs(st: &State, jobs_api: &Api<Job>, cj: &CronJob, jobs: &[Job]) -> Result<(), Error> {
+async fn cleanup_finished_jobs(
+    st: &State,
+    jobs_api: &Api<Job>,
+    cj: &CronJob,
+    jobs: &[Job],
+) -> Result<(), Error> {
     let spec = cj.spec.clone().unwrap_or_default();
     let mut by_type: BTreeMap<&str, Vec<&Job>> = BTreeMap::new();
-    for job in jobs.iter().filter(|j| j.metadata.deletion_timestamp.is_none()) {
+    for job in jobs
+        .iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+    {
         if let Some(t) = finished_type(job) {
             by_type.entry(t).or_default().push(job);
         }
     }
-    for (kind, limit) in [("Complete", spec.successful_jobs_history_limit), ("Failed", spec.failed_jobs_history_limit)] {
-        let (Some(limit), Some(list)) = (limit, by_type.get_mut(kind)) else { continue };
+    for (kind, limit) in [
+        ("Complete", spec.successful_jobs_history_limit),
+        ("Failed", spec.failed_jobs_history_limit),
+    ] {
+        let (Some(limit), Some(list)) = (limit, by_type.get_mut(kind)) else {
+            continue;
+        };
         let limit = usize::try_from(limit).unwrap_or(0);
         if list.len() <= limit {
             continue;
         }
-        list.sort_by_key(|j| j.status.as_ref().and_then(|s| s.start_time.as_ref()).or(j.metadata.creation_timestamp.as_ref()).map(|t| t.0));
+        list.sort_by_key(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .or(j.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0)
+        });
         let excess = list.len() - limit;
         for job in list.iter().take(excess) {
-            match jobs_api.delete(&job.name_any(), &DeleteParams::background()).await {
-                Ok(_) => publish(&st.recorder, cj, EventType::Normal, "SuccessfulDelete", format!("Deleted job {}", job.name_any())).await,
+            match jobs_api
+                .delete(&job.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {
+                    publish(
+                        &st.recorder,
+                        cj,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted job {}", job.name_any()),
+                    )
+                    .await
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -392,21 +621,48 @@ mod tests {
 
     #[test]
     fn job_names_are_minutes_since_the_epoch() {
-        assert_eq!(job_name("hello", ts("2024-01-01T00:01:00Z")), "hello-28401121");
+        assert_eq!(
+            job_name("hello", ts("2024-01-01T00:01:00Z")),
+            "hello-28401121"
+        );
     }
 
     #[test]
     fn missed_schedules_are_counted_and_the_latest_is_run() {
         let every_minute = schedule::parse("* * * * *").unwrap();
         let tz = TimeZone::UTC;
-        let (t, n) = most_recent_schedule_time(ts("2024-01-01T00:00:00Z"), ts("2024-01-01T00:00:30Z"), &every_minute, &tz).unwrap();
+        let (t, n) = most_recent_schedule_time(
+            ts("2024-01-01T00:00:00Z"),
+            ts("2024-01-01T00:00:30Z"),
+            &every_minute,
+            &tz,
+        )
+        .unwrap();
         assert_eq!((t, n), (None, 0));
-        let (t, n) = most_recent_schedule_time(ts("2024-01-01T00:00:00Z"), ts("2024-01-01T00:01:30Z"), &every_minute, &tz).unwrap();
+        let (t, n) = most_recent_schedule_time(
+            ts("2024-01-01T00:00:00Z"),
+            ts("2024-01-01T00:01:30Z"),
+            &every_minute,
+            &tz,
+        )
+        .unwrap();
         assert_eq!((t, n), (Some(ts("2024-01-01T00:01:00Z")), 1));
-        let (t, n) = most_recent_schedule_time(ts("2024-01-01T00:00:00Z"), ts("2024-01-01T03:00:10Z"), &every_minute, &tz).unwrap();
+        let (t, n) = most_recent_schedule_time(
+            ts("2024-01-01T00:00:00Z"),
+            ts("2024-01-01T03:00:10Z"),
+            &every_minute,
+            &tz,
+        )
+        .unwrap();
         assert_eq!((t, n), (Some(ts("2024-01-01T03:00:00Z")), 180));
         let monthly = schedule::parse("0 0 1 * *").unwrap();
-        let (t, n) = most_recent_schedule_time(ts("2024-01-15T00:00:00Z"), ts("2024-06-15T00:00:00Z"), &monthly, &tz).unwrap();
+        let (t, n) = most_recent_schedule_time(
+            ts("2024-01-15T00:00:00Z"),
+            ts("2024-06-15T00:00:00Z"),
+            &monthly,
+            &tz,
+        )
+        .unwrap();
         assert_eq!(t, Some(ts("2024-06-01T00:00:00Z")));
         assert!(n >= 4);
     }
@@ -414,18 +670,38 @@ mod tests {
     #[test]
     fn jobs_carry_the_scheduled_time_in_the_cronjob_zone() {
         let cj = CronJob {
-            metadata: ObjectMeta { name: Some("c".into()), namespace: Some("ns".into()), uid: Some("u".into()), ..Default::default() },
-            spec: Some(k8s_openapi::api::batch::v1::CronJobSpec { time_zone: Some("Europe/Paris".into()), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some("c".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::batch::v1::CronJobSpec {
+                time_zone: Some("Europe/Paris".into()),
+                ..Default::default()
+            }),
             status: None,
         };
         let tz = time_zone(&cj).unwrap();
         let job = job_from_template(&cj, ts("2024-01-01T00:00:00Z"), &tz);
         assert_eq!(job.metadata.name.as_deref(), Some("c-28401120"));
-        assert_eq!(job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP], "2024-01-01T01:00:00+01:00");
+        assert_eq!(
+            job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP],
+            "2024-01-01T01:00:00+01:00"
+        );
         assert_eq!(job.metadata.owner_references.unwrap()[0].kind, "CronJob");
         let utc = job_from_template(&cj, ts("2024-01-01T00:00:00Z"), &TimeZone::UTC);
-        assert_eq!(utc.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP], "2024-01-01T00:00:00Z");
-        let bad = CronJob { spec: Some(k8s_openapi::api::batch::v1::CronJobSpec { time_zone: Some("Mars/Olympus".into()), ..Default::default() }), ..cj };
+        assert_eq!(
+            utc.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP],
+            "2024-01-01T00:00:00Z"
+        );
+        let bad = CronJob {
+            spec: Some(k8s_openapi::api::batch::v1::CronJobSpec {
+                time_zone: Some("Mars/Olympus".into()),
+                ..Default::default()
+            }),
+            ..cj
+        };
         assert!(time_zone(&bad).is_err());
     }
 }

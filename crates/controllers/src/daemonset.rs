@@ -11,18 +11,18 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
-use crate::controller_utils::{pod_from_template, Backoff};
-use crate::job::{publish, selector_params, system_clock, Clock};
+use crate::controller_utils::{Backoff, pod_from_template};
+use crate::job::{Clock, publish, selector_params, system_clock};
 use crate::pod_util::{controller_ref, is_controlled_by, is_pod_available, is_pod_ready};
 
 /// The deprecated label with the DaemonSet generation a pod was made from.
@@ -44,7 +44,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { clock: system_clock() }
+        Self {
+            clock: system_clock(),
+        }
     }
 }
 
@@ -62,19 +64,41 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error>
 }
 
 /// Runs the DaemonSet controller with explicit settings.
-pub async fn run_with(ctx: Context, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run_with(
+    ctx: Context,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let client = ctx.client.clone();
     let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
-    let state = Arc::new(State { ctx, config, recorder, failed_backoff: Backoff::default() });
-    let controller = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
+    let state = Arc::new(State {
+        ctx,
+        config,
+        recorder,
+        failed_backoff: Backoff::default(),
+    });
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let store = controller.store();
     controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default())
-        // Any node change may change where daemons belong.
-        .watches(Api::<Node>::all(client), watcher::Config::default(), move |_node: Node| {
-            store.state().iter().map(|ds| ObjectRef::from_obj(&**ds)).collect::<Vec<_>>()
-        })
+        .owns(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // A node added, removed, relabelled or retainted may change where daemons belong; heartbeats do not.
+        .watches_stream(
+            node_changes(Api::<Node>::all(client)),
+            move |_node: Node| {
+                store
+                    .state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(&**ds))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, state)
         .for_each(|r| async move {
@@ -86,9 +110,46 @@ pub async fn run_with(ctx: Context, config: Config, shutdown: CancellationToken)
     Ok(())
 }
 
+/// Nodes whose scheduling-relevant parts (labels, taints, unschedulable) changed, and nodes deleted.
+fn node_changes(
+    api: Api<Node>,
+) -> impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    use std::hash::{Hash, Hasher};
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |ev| {
+            let out = match ev {
+                Err(e) => Some(Err(e)),
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    n.metadata.labels.hash(&mut h);
+                    let spec = n.spec.as_ref();
+                    serde_json::to_string(&spec.and_then(|s| s.taints.as_ref()))
+                        .unwrap_or_default()
+                        .hash(&mut h);
+                    spec.and_then(|s| s.unschedulable).hash(&mut h);
+                    let hash = h.finish();
+                    (seen.insert(n.name_any(), hash) != Some(hash)).then_some(Ok(n))
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    seen.remove(&n.name_any());
+                    Some(Ok(n))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            };
+            std::future::ready(out)
+        })
+}
+
 fn error_policy(_ds: Arc<DaemonSet>, err: &Error, _state: Arc<State>) -> Action {
     tracing::debug!(error = %err, "daemonset sync failed, retrying");
-    Action::requeue(Duration::from_secs(1))
+    match err {
+        // A bad selector does not heal by retrying; the next change to the object brings it back.
+        Error::Selector(..) => Action::requeue(Duration::from_secs(300)),
+        Error::Kube(_) => Action::requeue(Duration::from_secs(1)),
+    }
 }
 
 /// An int-or-percent of `total` (upstream `GetScaledValueFromIntOrPercent`, rounding up).
@@ -96,7 +157,10 @@ fn scaled(v: Option<&IntOrString>, total: i32, default: i32) -> i32 {
     match v {
         None => default,
         Some(IntOrString::Int(i)) => *i,
-        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()) {
+        Some(IntOrString::String(s)) => match s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+        {
             Some(p) => ((p * i64::from(total) + 99) / 100) as i32,
             None => s.parse().unwrap_or(default),
         },
@@ -104,22 +168,41 @@ fn scaled(v: Option<&IntOrString>, total: i32, default: i32) -> i32 {
 }
 
 fn pod_hash(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_HASH_LABEL)
+        .map(String::as_str)
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// The pod the DaemonSet runs on `node` (upstream `NewPod` + `CreatePodTemplate`).
 pub fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let mut pod = pod_from_template(&template, &ds.namespace().unwrap_or_default(), "", controller_ref(ds));
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let mut pod = pod_from_template(
+        &template,
+        &ds.namespace().unwrap_or_default(),
+        "",
+        controller_ref(ds),
+    );
     pod.metadata.name = None;
     pod.metadata.generate_name = Some(crate::controller_utils::pods_prefix(&ds.name_any()));
     let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(REVISION_HASH_LABEL.into(), hash.into());
-    labels.insert(TEMPLATE_GENERATION_LABEL.into(), ds.metadata.generation.unwrap_or(0).to_string());
+    labels.insert(
+        TEMPLATE_GENERATION_LABEL.into(),
+        ds.metadata.generation.unwrap_or(0).to_string(),
+    );
     let spec = pod.spec.get_or_insert_with(Default::default);
     predicates::add_default_tolerations(spec);
     predicates::pin_to_node(spec, node);
@@ -133,24 +216,55 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let revs_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-    let Some(ds) = dss.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let Some(ds) = dss.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let uid = ds.uid().unwrap_or_default();
     let spec = ds.spec.clone().unwrap_or_default();
-    let Some(lp) = selector_params(Some(&spec.selector)).map_err(|e| Error::Selector(name.clone(), e))? else {
+    let Some(lp) =
+        selector_params(Some(&spec.selector)).map_err(|e| Error::Selector(name.clone(), e))?
+    else {
         return Ok(Action::await_change());
     };
     let now = (st.config.clock)();
-    let nodes = Api::<Node>::all(client).list(&ListParams::default()).await?.items;
-    let pods: Vec<Pod> = pods_api.list(&lp).await?.items.into_iter().filter(|p| is_controlled_by(&p.metadata, &uid)).collect();
+    let nodes = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let pods: Vec<Pod> = pods_api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| is_controlled_by(&p.metadata, &uid))
+        .collect();
 
     // The revision of the current template, and the history.
-    let mut revisions = controller_revision::list_revisions(&revs_api, Some(&spec.selector), &uid).await?;
-    let mut collision_count = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
-    let cur = controller_revision::current_revision(&revs_api, &ds, &spec.template, &mut revisions, &mut collision_count).await?;
-    let hash = cur.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)).cloned().unwrap_or_default();
+    let mut revisions =
+        controller_revision::list_revisions(&revs_api, Some(&spec.selector), &uid).await?;
+    let mut collision_count = ds
+        .status
+        .as_ref()
+        .and_then(|s| s.collision_count)
+        .unwrap_or(0);
+    let cur = controller_revision::current_revision(
+        &revs_api,
+        &ds,
+        &spec.template,
+        &mut revisions,
+        &mut collision_count,
+    )
+    .await?;
+    let hash = cur
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_HASH_LABEL))
+        .cloned()
+        .unwrap_or_default();
 
     // Pods by the node they are for.
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
@@ -178,16 +292,31 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         if run {
             let key = format!("{ns}/{name}/{node_name}");
             let mut alive = Vec::new();
-            for pod in here.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            for pod in here
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
                 if phase(pod) == "Failed" {
-                    let msg = format!("Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it", pod.name_any());
-                    publish(&st.recorder, &ds, EventType::Warning, "FailedDaemonPod", msg).await;
+                    let msg = format!(
+                        "Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it",
+                        pod.name_any()
+                    );
+                    publish(
+                        &st.recorder,
+                        &ds,
+                        EventType::Warning,
+                        "FailedDaemonPod",
+                        msg,
+                    )
+                    .await;
                     to_delete.push(pod);
                 } else {
                     alive.push(*pod);
                 }
             }
-            let failed_here = here.iter().any(|p| phase(p) == "Failed" && p.metadata.deletion_timestamp.is_none());
+            let failed_here = here
+                .iter()
+                .any(|p| phase(p) == "Failed" && p.metadata.deletion_timestamp.is_none());
             if alive.is_empty() && !here.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
                 if failed_here {
                     // Replace a failed pod after a growing delay, not in a tight loop.
@@ -200,7 +329,8 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
                 // Keep the oldest (preferring the current revision during a surge), delete the rest.
                 let mut sorted = alive.clone();
                 sorted.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-                let surging = sorted.iter().any(|p| pod_hash(p) == Some(&hash)) && sorted.iter().any(|p| pod_hash(p) != Some(&hash));
+                let surging = sorted.iter().any(|p| pod_hash(p) == Some(&hash))
+                    && sorted.iter().any(|p| pod_hash(p) != Some(&hash));
                 if !surging {
                     to_delete.extend(sorted.into_iter().skip(1));
                 }
@@ -209,7 +339,10 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
                 st.failed_backoff.reset(&key);
             }
         } else if !keep {
-            to_delete.extend(here.iter().filter(|p| p.metadata.deletion_timestamp.is_none()));
+            to_delete.extend(
+                here.iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none()),
+            );
         }
     }
 
@@ -231,7 +364,13 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         let mut old_available: Vec<(&str, &Pod)> = Vec::new();
         let mut surged = 0;
         for node in &eligible {
-            let here: Vec<&Pod> = by_node.get(*node).cloned().unwrap_or_default().into_iter().filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) != "Failed").collect();
+            let here: Vec<&Pod> = by_node
+                .get(*node)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) != "Failed")
+                .collect();
             let new: Vec<&&Pod> = here.iter().filter(|p| pod_hash(p) == Some(&hash)).collect();
             let old: Vec<&&Pod> = here.iter().filter(|p| pod_hash(p) != Some(&hash)).collect();
             let new_available = new.iter().any(|p| is_pod_available(p, min_ready, now));
@@ -276,8 +415,20 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     to_delete.sort_by_key(|p| p.name_any());
     to_delete.dedup_by_key(|p| p.name_any());
     for pod in &to_delete {
-        match pods_api.delete(&pod.name_any(), &DeleteParams::default()).await {
-            Ok(_) => publish(&st.recorder, &ds, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any())).await,
+        match pods_api
+            .delete(&pod.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                publish(
+                    &st.recorder,
+                    &ds,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", pod.name_any()),
+                )
+                .await
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
@@ -285,9 +436,25 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     for node in &to_create {
         let pod = new_pod(&ds, node, &hash);
         match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(p) => publish(&st.recorder, &ds, EventType::Normal, "SuccessfulCreate", format!("Created pod: {}", p.name_any())).await,
+            Ok(p) => {
+                publish(
+                    &st.recorder,
+                    &ds,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", p.name_any()),
+                )
+                .await
+            }
             Err(e) => {
-                publish(&st.recorder, &ds, EventType::Warning, "FailedCreate", format!("Error creating: {e}")).await;
+                publish(
+                    &st.recorder,
+                    &ds,
+                    EventType::Warning,
+                    "FailedCreate",
+                    format!("Error creating: {e}"),
+                )
+                .await;
                 return Err(e.into());
             }
         }
@@ -296,18 +463,38 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     // History beyond revisionHistoryLimit, keeping revisions that pods still run.
     let mut live: Vec<String> = vec![cur.name_any()];
     for rev in &revisions {
-        let h = rev.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL));
+        let h = rev
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_HASH_LABEL));
         if pods.iter().any(|p| pod_hash(p) == h.map(String::as_str)) {
             live.push(rev.name_any());
         }
     }
-    controller_revision::truncate_history(&revs_api, &revisions, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+    controller_revision::truncate_history(
+        &revs_api,
+        &revisions,
+        &live,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await?;
 
     // Status, from what exists now (pods created or deleted above are counted by the next sync).
-    let mut status = DaemonSetStatus { observed_generation: ds.metadata.generation, collision_count: (collision_count > 0).then_some(collision_count), ..Default::default() };
+    let mut status = DaemonSetStatus {
+        observed_generation: ds.metadata.generation,
+        collision_count: (collision_count > 0).then_some(collision_count),
+        ..Default::default()
+    };
     for node in &nodes {
         let node_name = node.metadata.name.as_deref().unwrap_or("");
-        let here: Vec<&Pod> = by_node.get(node_name).cloned().unwrap_or_default().into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let here: Vec<&Pod> = by_node
+            .get(node_name)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
         let should = eligible.contains(&node_name);
         if should {
             status.desired_number_scheduled += 1;
@@ -328,13 +515,15 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         }
     }
     let available = status.number_available.unwrap_or(0);
-    status.number_unavailable = (status.desired_number_scheduled - available > 0).then_some(status.desired_number_scheduled - available);
+    status.number_unavailable = (status.desired_number_scheduled - available > 0)
+        .then_some(status.desired_number_scheduled - available);
     status.number_available = status.number_available.filter(|n| *n > 0);
     status.updated_number_scheduled = status.updated_number_scheduled.filter(|n| *n > 0);
     if ds.status.as_ref() != Some(&status) {
         let mut next = ds.clone();
         next.status = Some(status);
-        dss.replace_status(&name, &PostParams::default(), &next).await?;
+        dss.replace_status(&name, &PostParams::default(), &next)
+            .await?;
     }
     // minReadySeconds: look again when pods may have become available.
     if min_ready > 0 {
@@ -363,11 +552,23 @@ mod tests {
     #[test]
     fn daemon_pods_are_pinned_labelled_and_tolerant() {
         let ds = DaemonSet {
-            metadata: ObjectMeta { name: Some("agent".into()), namespace: Some("kube-system".into()), uid: Some("u".into()), generation: Some(4), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                namespace: Some("kube-system".into()),
+                uid: Some("u".into()),
+                generation: Some(4),
+                ..Default::default()
+            },
             spec: Some(DaemonSetSpec {
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some([("app".to_string(), "agent".to_string())].into()), ..Default::default() }),
-                    spec: Some(PodSpec { host_network: Some(true), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some([("app".to_string(), "agent".to_string())].into()),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        host_network: Some(true),
+                        ..Default::default()
+                    }),
                 },
                 ..Default::default()
             }),
@@ -384,6 +585,10 @@ mod tests {
         assert!(spec.node_name.is_none(), "the scheduler binds daemon pods");
         let tolerations = spec.tolerations.unwrap();
         assert_eq!(tolerations.len(), 7);
-        assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/network-unavailable")));
+        assert!(
+            tolerations
+                .iter()
+                .any(|t| t.key.as_deref() == Some("node.kubernetes.io/network-unavailable"))
+        );
     }
 }

@@ -62,7 +62,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { clock: system_clock(), pod_backoff_base: Duration::from_secs(10) }
+        Self {
+            clock: system_clock(),
+            pod_backoff_base: Duration::from_secs(10),
+        }
     }
 }
 
@@ -78,11 +81,19 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error>
 }
 
 /// Runs the Job controller with explicit settings.
-pub async fn run_with(ctx: Context, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run_with(
+    ctx: Context,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let jobs = Api::<Job>::all(ctx.client.clone());
     let pods = Api::<Pod>::all(ctx.client.clone());
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let state = Arc::new(State { ctx, config, recorder });
+    let state = Arc::new(State {
+        ctx,
+        config,
+        recorder,
+    });
     Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default().labels(CONTROLLER_UID))
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -98,18 +109,30 @@ pub async fn run_with(ctx: Context, config: Config, shutdown: CancellationToken)
 
 fn error_policy(_job: Arc<Job>, err: &Error, _state: Arc<State>) -> Action {
     tracing::debug!(error = %err, "job sync failed, retrying");
-    Action::requeue(Duration::from_secs(1))
+    match err {
+        // A bad selector does not heal by retrying; the next change to the object brings it back.
+        Error::Selector(..) => Action::requeue(Duration::from_secs(300)),
+        Error::Kube(_) => Action::requeue(Duration::from_secs(1)),
+    }
 }
 
 /// Publishes an event about `obj` (failures to publish are logged, never fatal).
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     record_event(recorder, &object_reference(obj), type_, reason, note).await;
 }
 
 /// List parameters for a label selector; an empty selector selects nothing (upstream's rule for controllers).
 pub(crate) fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<ListParams>, String> {
     let Some(sel) = sel else { return Ok(None) };
-    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty()) {
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+    {
         return Ok(None);
     }
     let selector = kube::core::Selector::try_from(sel.clone()).map_err(|e| e.to_string())?;
@@ -117,8 +140,14 @@ pub(crate) fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<List
 }
 
 /// Removes one finalizer with a JSON patch guarded by a test of the list, so a concurrent change fails cleanly.
-pub(crate) async fn remove_finalizer(api: &Api<Pod>, pod: &Pod, finalizer: &str) -> Result<(), kube::Error> {
-    let Some(fins) = pod.metadata.finalizers.as_ref() else { return Ok(()) };
+pub(crate) async fn remove_finalizer(
+    api: &Api<Pod>,
+    pod: &Pod,
+    finalizer: &str,
+) -> Result<(), kube::Error> {
+    let Some(fins) = pod.metadata.finalizers.as_ref() else {
+        return Ok(());
+    };
     let kept: Vec<&String> = fins.iter().filter(|f| f.as_str() != finalizer).collect();
     if kept.len() == fins.len() {
         return Ok(());
@@ -128,7 +157,14 @@ pub(crate) async fn remove_finalizer(api: &Api<Pod>, pod: &Pod, finalizer: &str)
         {"op": "replace", "path": "/metadata/finalizers", "value": kept},
     ]);
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -136,11 +172,17 @@ pub(crate) async fn remove_finalizer(api: &Api<Pod>, pod: &Pod, finalizer: &str)
 }
 
 fn has_finalizer(pod: &Pod) -> bool {
-    pod.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == TRACKING_FINALIZER))
+    pod.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == TRACKING_FINALIZER))
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Upstream's `isPodFailed`: Failed, or deleted before succeeding unless only failed pods are replaced.
@@ -156,7 +198,8 @@ fn is_pod_failed(pod: &Pod, job: &Job) -> bool {
 
 fn only_replace_failed(job: &Job) -> bool {
     let spec = job.spec.as_ref();
-    spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed") || spec.is_some_and(|s| s.pod_failure_policy.is_some())
+    spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed")
+        || spec.is_some_and(|s| s.pod_failure_policy.is_some())
 }
 
 fn pod_index(pod: &Pod) -> Option<i32> {
@@ -165,10 +208,21 @@ fn pod_index(pod: &Pod) -> Option<i32> {
 }
 
 pub(crate) fn condition<'a>(status: &'a JobStatus, type_: &str) -> Option<&'a JobCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn set_condition(status: &mut JobStatus, type_: &str, cond_status: &str, reason: &str, message: &str, now: jiff::Timestamp) {
+fn set_condition(
+    status: &mut JobStatus,
+    type_: &str,
+    cond_status: &str,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) {
     let conds = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
         if c.status != cond_status {
@@ -192,7 +246,9 @@ fn set_condition(status: &mut JobStatus, type_: &str, cond_status: &str, reason:
 
 /// Whether the Job has its final condition (Complete or Failed).
 pub fn is_job_finished(job: &Job) -> bool {
-    job.status.as_ref().is_some_and(|s| condition(s, "Complete").is_some() || condition(s, "Failed").is_some())
+    job.status
+        .as_ref()
+        .is_some_and(|s| condition(s, "Complete").is_some() || condition(s, "Failed").is_some())
 }
 
 /// When the Job finished: its completionTime, or the Failed condition's transition.
@@ -201,7 +257,10 @@ pub fn finish_time(job: &Job) -> Option<jiff::Timestamp> {
     if let Some(t) = &status.completion_time {
         return Some(t.0);
     }
-    condition(status, "Complete").or_else(|| condition(status, "Failed")).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0)
+    condition(status, "Complete")
+        .or_else(|| condition(status, "Failed"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
 }
 
 /// The terminal state decided for a Job before its pods are gone (FailureTarget or SuccessCriteriaMet).
@@ -219,13 +278,22 @@ async fn reconcile(cached: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(client, &ns);
     // The cache may lag behind our own status writes; the counters must not.
-    let Some(job) = jobs.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let Some(job) = jobs.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     let uid = job.uid().unwrap_or_default();
     let now = (st.config.clock)();
 
-    let params = selector_params(job.spec.as_ref().and_then(|s| s.selector.as_ref())).map_err(|e| Error::Selector(name.clone(), e))?;
+    let params = selector_params(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
+        .map_err(|e| Error::Selector(name.clone(), e))?;
     let pods: Vec<Pod> = match params {
-        Some(lp) => pods_api.list(&lp).await?.items.into_iter().filter(|p| is_controlled_by(&p.metadata, &uid)).collect(),
+        Some(lp) => pods_api
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| is_controlled_by(&p.metadata, &uid))
+            .collect(),
         None => Vec::new(),
     };
 
@@ -239,18 +307,29 @@ async fn reconcile(cached: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
 }
 
 /// Deletes a finished Job whose ttlSecondsAfterFinished has passed (upstream's TTL-after-finished controller).
-async fn finished_job_ttl(jobs: &Api<Job>, job: &Job, now: jiff::Timestamp) -> Result<Action, Error> {
-    let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else { return Ok(Action::await_change()) };
+async fn finished_job_ttl(
+    jobs: &Api<Job>,
+    job: &Job,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+        return Ok(Action::await_change());
+    };
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some(finished) = finish_time(job) else { return Ok(Action::await_change()) };
+    let Some(finished) = finish_time(job) else {
+        return Ok(Action::await_change());
+    };
     let expire = finished + jiff::SignedDuration::from_secs(i64::from(ttl));
     if now < expire {
         let left = now.duration_until(expire).as_secs().max(1) as u64;
         return Ok(Action::requeue(Duration::from_secs(left)));
     }
-    let dp = DeleteParams { preconditions: None, ..DeleteParams::background() };
+    let dp = DeleteParams {
+        preconditions: None,
+        ..DeleteParams::background()
+    };
     match jobs.delete(&job.name_any(), &dp).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -259,8 +338,14 @@ async fn finished_job_ttl(jobs: &Api<Job>, job: &Job, now: jiff::Timestamp) -> R
     Ok(Action::await_change())
 }
 
-async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job, pods: Vec<Pod>, now: jiff::Timestamp) -> Result<Action, Error> {
-    let name = job.name_any();
+async fn sync_job(
+    st: &State,
+    jobs: &Api<Job>,
+    pods_api: &Api<Pod>,
+    mut job: Job,
+    pods: Vec<Pod>,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
     let spec = job.spec.clone().unwrap_or_default();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let old_status = job.status.clone().unwrap_or_default();
@@ -269,9 +354,23 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
 
     // 1. Count finished pods: first record their uids as uncounted, then drop finalizers, then add to the counters.
     let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
-    let mut unc_succeeded: BTreeSet<String> = uncounted.succeeded.take().unwrap_or_default().into_iter().collect();
-    let mut unc_failed: BTreeSet<String> = uncounted.failed.take().unwrap_or_default().into_iter().collect();
-    let mut completed = status.completed_indexes.as_deref().map(parse_indexes).unwrap_or_default();
+    let mut unc_succeeded: BTreeSet<String> = uncounted
+        .succeeded
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut unc_failed: BTreeSet<String> = uncounted
+        .failed
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut completed = status
+        .completed_indexes
+        .as_deref()
+        .map(parse_indexes)
+        .unwrap_or_default();
     let mut finishing = existing_finishing(&status);
     let mut to_release: Vec<&Pod> = Vec::new();
     let mut newly = false;
@@ -301,12 +400,20 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
             newly = true;
             to_release.push(pod);
         } else if is_pod_failed(pod, &job) {
-            let action = if phase(pod) == "Failed" { policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), pod) } else { None };
+            let action = if phase(pod) == "Failed" {
+                policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), pod)
+            } else {
+                None
+            };
             match action {
                 Some((policy::Action::Ignore, _)) => {}
                 Some((policy::Action::FailJob, message)) => {
                     if finishing.is_none() {
-                        finishing = Some(Finishing { failed: true, reason: "PodFailurePolicy".into(), message });
+                        finishing = Some(Finishing {
+                            failed: true,
+                            reason: "PodFailurePolicy".into(),
+                            message,
+                        });
                     }
                     unc_failed.insert(uid);
                     newly = true;
@@ -320,8 +427,10 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
         }
     }
     if newly {
-        status.uncounted_terminated_pods =
-            Some(UncountedTerminatedPods { succeeded: vec_or_none(&unc_succeeded), failed: vec_or_none(&unc_failed) });
+        status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
+            succeeded: vec_or_none(&unc_succeeded),
+            failed: vec_or_none(&unc_failed),
+        });
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
@@ -341,16 +450,38 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
     let succeeded = status.succeeded.unwrap_or(0);
     let failed = status.failed.unwrap_or(0);
 
-    let active: Vec<&Pod> = pods.iter().filter(|p| crate::pod_util::is_pod_active(p)).collect();
-    let terminating = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")).count();
+    let active: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| crate::pod_util::is_pod_active(p))
+        .collect();
+    let terminating = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .count();
 
     // 2. Suspension and resumption.
     let suspended = spec.suspend == Some(true);
     let was_suspended = condition(&status, "Suspended").is_some();
     if !suspended && was_suspended {
-        set_condition(&mut status, "Suspended", "False", "JobResumed", "Job resumed", now);
+        set_condition(
+            &mut status,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now,
+        );
         status.start_time = Some(Time(now));
-        publish(&st.recorder, &job, EventType::Normal, "Resumed", "Job resumed".into()).await;
+        publish(
+            &st.recorder,
+            &job,
+            EventType::Normal,
+            "Resumed",
+            "Job resumed".into(),
+        )
+        .await;
     }
     if !suspended && status.start_time.is_none() {
         status.start_time = Some(Time(now));
@@ -360,13 +491,27 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
     if finishing.is_none() {
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         if failed > backoff_limit || past_backoff_limit_on_failure(&job, &active) {
-            finishing = Some(Finishing { failed: true, reason: "BackoffLimitExceeded".into(), message: "Job has reached the specified backoff limit".into() });
-        } else if let (Some(ads), Some(start), false) = (spec.active_deadline_seconds, status.start_time.as_ref(), suspended) {
+            finishing = Some(Finishing {
+                failed: true,
+                reason: "BackoffLimitExceeded".into(),
+                message: "Job has reached the specified backoff limit".into(),
+            });
+        } else if let (Some(ads), Some(start), false) = (
+            spec.active_deadline_seconds,
+            status.start_time.as_ref(),
+            suspended,
+        ) {
             let deadline = start.0 + jiff::SignedDuration::from_secs(ads);
             if now >= deadline {
-                finishing = Some(Finishing { failed: true, reason: "DeadlineExceeded".into(), message: "Job was active longer than specified deadline".into() });
+                finishing = Some(Finishing {
+                    failed: true,
+                    reason: "DeadlineExceeded".into(),
+                    message: "Job was active longer than specified deadline".into(),
+                });
             } else {
-                requeue = Some(Duration::from_secs(now.duration_until(deadline).as_secs().max(1) as u64));
+                requeue = Some(Duration::from_secs(
+                    now.duration_until(deadline).as_secs().max(1) as u64,
+                ));
             }
         }
     }
@@ -376,14 +521,22 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
             Some(c) => succeeded >= c,
         };
         if complete {
-            finishing = Some(Finishing { failed: false, reason: "CompletionsReached".into(), message: "Reached expected number of succeeded pods".into() });
+            finishing = Some(Finishing {
+                failed: false,
+                reason: "CompletionsReached".into(),
+                message: "Reached expected number of succeeded pods".into(),
+            });
         }
     }
 
     let mut active_count = active.len() as i32;
     if let Some(f) = &finishing {
         // 4a. Finishing: remove what still runs, then the final condition once nothing is left.
-        let target = if f.failed { "FailureTarget" } else { "SuccessCriteriaMet" };
+        let target = if f.failed {
+            "FailureTarget"
+        } else {
+            "SuccessCriteriaMet"
+        };
         if existing_finishing(&status).is_none() {
             set_condition(&mut status, target, "True", &f.reason, &f.message, now);
         }
@@ -395,11 +548,25 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
         if !pods_left {
             if f.failed {
                 set_condition(&mut status, "Failed", "True", &f.reason, &f.message, now);
-                publish(&st.recorder, &job, EventType::Warning, &f.reason, f.message.clone()).await;
+                publish(
+                    &st.recorder,
+                    &job,
+                    EventType::Warning,
+                    &f.reason,
+                    f.message.clone(),
+                )
+                .await;
             } else {
                 set_condition(&mut status, "Complete", "True", &f.reason, &f.message, now);
                 status.completion_time = Some(Time(now));
-                publish(&st.recorder, &job, EventType::Normal, "Completed", "Job completed".into()).await;
+                publish(
+                    &st.recorder,
+                    &job,
+                    EventType::Normal,
+                    "Completed",
+                    "Job completed".into(),
+                )
+                .await;
             }
         } else {
             requeue = Some(Duration::from_secs(1));
@@ -411,13 +578,28 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
         }
         active_count = 0;
         if !was_suspended {
-            set_condition(&mut status, "Suspended", "True", "JobSuspended", "Job suspended", now);
-            publish(&st.recorder, &job, EventType::Normal, "Suspended", "Job suspended".into()).await;
+            set_condition(
+                &mut status,
+                "Suspended",
+                "True",
+                "JobSuspended",
+                "Job suspended",
+                now,
+            );
+            publish(
+                &st.recorder,
+                &job,
+                EventType::Normal,
+                "Suspended",
+                "Job suspended".into(),
+            )
+            .await;
         }
     } else {
         // 4c. Running: as many pods as parallelism and the remaining completions allow.
         let delay = pod_backoff(&st.config, &pods, &job, failed, now);
-        let (created, deleted, wait) = manage_pods(st, pods_api, &job, &active, &completed, succeeded, delay).await?;
+        let (created, deleted, wait) =
+            manage_pods(st, pods_api, &job, &active, &completed, succeeded, delay).await?;
         active_count += created - deleted;
         if let Some(w) = wait {
             requeue = Some(requeue.map_or(w, |r| r.min(w)));
@@ -425,18 +607,28 @@ async fn sync_job(st: &State, jobs: &Api<Job>, pods_api: &Api<Pod>, mut job: Job
     }
 
     status.active = Some(active_count);
-    status.ready = Some(active.iter().filter(|p| is_pod_ready(p) && p.metadata.deletion_timestamp.is_none()).count() as i32);
+    status.ready = Some(
+        active
+            .iter()
+            .filter(|p| is_pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .count() as i32,
+    );
     status.terminating = Some(terminating as i32);
     if status != old_status || newly {
         write_status(jobs, &job, &status).await?;
     }
-    if is_job_finished(&Job { status: Some(status), ..job.clone() }) {
-        if let Some(ttl) = spec.ttl_seconds_after_finished {
-            requeue = Some(Duration::from_secs(u64::try_from(ttl).unwrap_or(0).max(1)));
-        }
+    if is_job_finished(&Job {
+        status: Some(status),
+        ..job.clone()
+    }) && let Some(ttl) = spec.ttl_seconds_after_finished
+    {
+        requeue = Some(Duration::from_secs(u64::try_from(ttl).unwrap_or(0).max(1)));
     }
-    let _ = name;
-    Ok(requeue.map_or_else(|| Action::requeue(Duration::from_secs(300)), Action::requeue))
+
+    Ok(requeue.map_or_else(
+        || Action::requeue(Duration::from_secs(300)),
+        Action::requeue,
+    ))
 }
 
 fn vec_or_none(set: &BTreeSet<String>) -> Option<Vec<String>> {
@@ -445,44 +637,80 @@ fn vec_or_none(set: &BTreeSet<String>) -> Option<Vec<String>> {
 
 fn existing_finishing(status: &JobStatus) -> Option<Finishing> {
     if let Some(c) = condition(status, "FailureTarget") {
-        return Some(Finishing { failed: true, reason: c.reason.clone().unwrap_or_default(), message: c.message.clone().unwrap_or_default() });
+        return Some(Finishing {
+            failed: true,
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        });
     }
-    condition(status, "SuccessCriteriaMet")
-        .map(|c| Finishing { failed: false, reason: c.reason.clone().unwrap_or_default(), message: c.message.clone().unwrap_or_default() })
+    condition(status, "SuccessCriteriaMet").map(|c| Finishing {
+        failed: false,
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+    })
 }
 
 async fn write_status(jobs: &Api<Job>, job: &Job, status: &JobStatus) -> Result<Job, Error> {
     let mut next = job.clone();
     next.status = Some(status.clone());
-    Ok(jobs.replace_status(&job.name_any(), &PostParams::default(), &next).await?)
+    Ok(jobs
+        .replace_status(&job.name_any(), &PostParams::default(), &next)
+        .await?)
 }
 
 /// With restartPolicy OnFailure, container restarts count as failures (upstream's `pastBackoffLimitOnFailure`).
 fn past_backoff_limit_on_failure(job: &Job, active: &[&Pod]) -> bool {
     let spec = job.spec.as_ref();
-    let restart = spec.and_then(|s| s.template.spec.as_ref()).and_then(|s| s.restart_policy.as_deref());
+    let restart = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.restart_policy.as_deref());
     if restart != Some("OnFailure") {
         return false;
     }
     let mut restarts = 0;
-    for pod in active.iter().filter(|p| matches!(phase(p), "Running" | "Pending")) {
+    for pod in active
+        .iter()
+        .filter(|p| matches!(phase(p), "Running" | "Pending"))
+    {
         let st = pod.status.as_ref();
-        for cs in st.and_then(|s| s.init_container_statuses.as_ref()).into_iter().chain(st.and_then(|s| s.container_statuses.as_ref())).flatten() {
+        for cs in st
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .chain(st.and_then(|s| s.container_statuses.as_ref()))
+            .flatten()
+        {
             restarts += cs.restart_count;
         }
     }
     let limit = spec.and_then(|s| s.backoff_limit).unwrap_or(6);
-    if limit == 0 { restarts > 0 } else { restarts >= limit }
+    if limit == 0 {
+        restarts > 0
+    } else {
+        restarts >= limit
+    }
 }
 
 /// How long to wait before replacing failed pods: base × 2^(failures−1) from the last failure, capped at six minutes.
-fn pod_backoff(config: &Config, pods: &[Pod], job: &Job, failed: i32, now: jiff::Timestamp) -> Option<Duration> {
+fn pod_backoff(
+    config: &Config,
+    pods: &[Pod],
+    job: &Job,
+    failed: i32,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
     if failed <= 0 || config.pod_backoff_base.is_zero() {
         return None;
     }
-    let last = pods.iter().filter(|p| is_pod_failed(p, job)).filter_map(last_failure_time).max()?;
+    let last = pods
+        .iter()
+        .filter(|p| is_pod_failed(p, job))
+        .filter_map(last_failure_time)
+        .max()?;
     let shift = (failed - 1).min(16) as u32;
-    let delay = config.pod_backoff_base.saturating_mul(1 << shift).min(MAX_POD_BACKOFF);
+    let delay = config
+        .pod_backoff_base
+        .saturating_mul(1 << shift)
+        .min(MAX_POD_BACKOFF);
     let since = last.duration_until(now).as_secs().max(0) as u64;
     let left = delay.saturating_sub(Duration::from_secs(since));
     (!left.is_zero()).then_some(left)
@@ -494,9 +722,19 @@ fn last_failure_time(pod: &Pod) -> Option<jiff::Timestamp> {
         .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+        .filter_map(|c| {
+            c.state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()
+                .map(|t| t.0)
+        })
         .max();
-    finished.or_else(|| pod.metadata.deletion_timestamp.as_ref().map(|t| t.0)).or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    finished
+        .or_else(|| pod.metadata.deletion_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// Creates and deletes pods toward the wanted number; returns (created, deleted, retry after).
@@ -531,7 +769,11 @@ async fn manage_pods(
         }
         // Beyond parallelism, the highest indexes go.
         while seen.len() as i32 > parallelism {
-            let (i, _) = seen.iter().next_back().map(|(i, p)| (*i, *p)).expect("non-empty");
+            let (i, _) = seen
+                .iter()
+                .next_back()
+                .map(|(i, p)| (*i, *p))
+                .expect("non-empty");
             extra.push(seen.remove(&i).expect("present"));
         }
         for pod in extra {
@@ -543,7 +785,10 @@ async fn manage_pods(
             if let Some(wait) = backoff {
                 return Ok((0, deleted, Some(wait)));
             }
-            let pending: Vec<i32> = (0..completions).filter(|i| !completed.contains(i) && !seen.contains_key(i)).take(room as usize).collect();
+            let pending: Vec<i32> = (0..completions)
+                .filter(|i| !completed.contains(i) && !seen.contains_key(i))
+                .take(room as usize)
+                .collect();
             for i in pending {
                 create_pod(st, pods_api, job, Some(i)).await?;
                 created += 1;
@@ -560,7 +805,12 @@ async fn manage_pods(
     if active_n > want {
         let mut ranked: Vec<&Pod> = active.to_vec();
         // Not-ready and younger pods first (a short form of upstream's ActivePods ranking).
-        ranked.sort_by_key(|p| (is_pod_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))));
+        ranked.sort_by_key(|p| {
+            (
+                is_pod_ready(p),
+                std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+            )
+        });
         for pod in ranked.into_iter().take((active_n - want) as usize) {
             delete_pod(st, pods_api, job, pod).await?;
             deleted += 1;
@@ -580,12 +830,22 @@ async fn manage_pods(
 /// Deletes a pod the controller no longer wants; its finalizer goes first so it is not counted as a failure.
 async fn delete_pod(st: &State, pods_api: &Api<Pod>, job: &Job, pod: &Pod) -> Result<(), Error> {
     remove_finalizer(pods_api, pod, TRACKING_FINALIZER).await?;
-    match pods_api.delete(&pod.name_any(), &DeleteParams::default()).await {
+    match pods_api
+        .delete(&pod.name_any(), &DeleteParams::default())
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    publish(&st.recorder, job, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any())).await;
+    publish(
+        &st.recorder,
+        job,
+        EventType::Normal,
+        "SuccessfulDelete",
+        format!("Deleted pod: {}", pod.name_any()),
+    )
+    .await;
     Ok(())
 }
 
@@ -594,18 +854,29 @@ async fn delete_pod(st: &State, pods_api: &Api<Pod>, job: &Job, pod: &Pod) -> Re
 pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
     let spec = job.spec.clone().unwrap_or_default();
     let name = job.name_any();
-    let mut pod = pod_from_template(&spec.template, &job.namespace().unwrap_or_default(), "", controller_ref(job));
+    let mut pod = pod_from_template(
+        &spec.template,
+        &job.namespace().unwrap_or_default(),
+        "",
+        controller_ref(job),
+    );
     let mut meta = std::mem::take(&mut pod.metadata);
     meta.name = None;
-    meta.finalizers.get_or_insert_with(Vec::new).push(TRACKING_FINALIZER.into());
+    meta.finalizers
+        .get_or_insert_with(Vec::new)
+        .push(TRACKING_FINALIZER.into());
     let mut pod_spec = pod.spec.take().unwrap_or_default();
     match index {
         Some(i) => {
             let appendix = format!("-{i}-");
             let prefix_len = 58usize.saturating_sub(appendix.len()).min(name.len());
             let generate = format!("{}{appendix}", &name[..prefix_len]);
-            meta.annotations.get_or_insert_with(BTreeMap::new).insert(COMPLETION_INDEX.into(), i.to_string());
-            meta.labels.get_or_insert_with(BTreeMap::new).insert(COMPLETION_INDEX.into(), i.to_string());
+            meta.annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(COMPLETION_INDEX.into(), i.to_string());
+            meta.labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(COMPLETION_INDEX.into(), i.to_string());
             if pod_spec.hostname.as_deref().unwrap_or("").is_empty() {
                 pod_spec.hostname = Some(generate.trim_end_matches('-').to_string());
             }
@@ -614,11 +885,18 @@ pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
                 name: "JOB_COMPLETION_INDEX".into(),
                 value: None,
                 value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"), api_version: None }),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
+                        api_version: None,
+                    }),
                     ..Default::default()
                 }),
             };
-            for c in pod_spec.containers.iter_mut().chain(pod_spec.init_containers.iter_mut().flatten()) {
+            for c in pod_spec
+                .containers
+                .iter_mut()
+                .chain(pod_spec.init_containers.iter_mut().flatten())
+            {
                 let envs = c.env.get_or_insert_with(Vec::new);
                 if !envs.iter().any(|e| e.name == "JOB_COMPLETION_INDEX") {
                     envs.push(env.clone());
@@ -627,14 +905,30 @@ pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
         }
         None => meta.generate_name = Some(format!("{}-", &name[..name.len().min(58)])),
     }
-    Pod { metadata: meta, spec: Some(pod_spec), status: None }
+    Pod {
+        metadata: meta,
+        spec: Some(pod_spec),
+        status: None,
+    }
 }
 
-async fn create_pod(st: &State, pods_api: &Api<Pod>, job: &Job, index: Option<i32>) -> Result<(), Error> {
+async fn create_pod(
+    st: &State,
+    pods_api: &Api<Pod>,
+    job: &Job,
+    index: Option<i32>,
+) -> Result<(), Error> {
     let pod = new_pod(job, index);
     match pods_api.create(&PostParams::default(), &pod).await {
         Ok(created) => {
-            publish(&st.recorder, job, EventType::Normal, "SuccessfulCreate", format!("Created pod: {}", created.name_any())).await;
+            publish(
+                &st.recorder,
+                job,
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Created pod: {}", created.name_any()),
+            )
+            .await;
             Ok(())
         }
         Err(e) => {

@@ -30,11 +30,20 @@ fn node(name: &str, taints: serde_json::Value) -> Node {
 }
 
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
-    pods.list(&ListParams::default().labels("app=agent")).await.unwrap().items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    pods.list(&ListParams::default().labels("app=agent"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
 }
 
 fn nodes_of(pods: &[Pod]) -> Vec<String> {
-    let mut v: Vec<String> = pods.iter().filter_map(|p| target_node(p.spec.as_ref().unwrap())).collect();
+    let mut v: Vec<String> = pods
+        .iter()
+        .filter_map(|p| target_node(p.spec.as_ref().unwrap()))
+        .collect();
     v.sort();
     v
 }
@@ -42,7 +51,13 @@ fn nodes_of(pods: &[Pod]) -> Vec<String> {
 async fn make_ready(pods: &Api<Pod>, pod: &Pod) {
     let now = jiff::Timestamp::now().to_string();
     let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
-    pods.patch_status(pod.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pods.patch_status(
+        pod.metadata.name.as_deref().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -52,7 +67,10 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes.create(&PostParams::default(), &node("n1", serde_json::json!([]))).await.unwrap();
+    nodes
+        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+        .await
+        .unwrap();
     // Cordoned and not ready: daemon pods tolerate both by default.
     nodes
         .create(
@@ -61,10 +79,22 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
         )
         .await
         .unwrap();
-    nodes.create(&PostParams::default(), &node("tainted", serde_json::json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]))).await.unwrap();
+    nodes
+        .create(
+            &PostParams::default(),
+            &node(
+                "tainted",
+                serde_json::json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+            ),
+        )
+        .await
+        .unwrap();
 
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(Context::new(client.clone()), shutdown.clone()));
+    let task = tokio::spawn(daemonset::run(
+        Context::new(client.clone()),
+        shutdown.clone(),
+    ));
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {
@@ -76,37 +106,69 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     .unwrap();
     dss.create(&PostParams::default(), &ds).await.unwrap();
 
-    eventually("a pod on n1 and n2, none on the tainted node", || async { nodes_of(&live_pods(&pods).await) == ["n1", "n2"] }).await;
+    eventually("a pod on n1 and n2, none on the tainted node", || async {
+        nodes_of(&live_pods(&pods).await) == ["n1", "n2"]
+    })
+    .await;
     let first = live_pods(&pods).await;
     let hash1 = first[0].metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL].clone();
-    assert!(first.iter().all(|p| p.spec.as_ref().unwrap().node_name.is_none()), "pinned by affinity, bound by the scheduler");
+    assert!(
+        first
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().node_name.is_none()),
+        "pinned by affinity, bound by the scheduler"
+    );
 
     // A node joins: it gets a pod.
-    nodes.create(&PostParams::default(), &node("n3", serde_json::json!([]))).await.unwrap();
-    eventually("a pod on the new node", || async { nodes_of(&live_pods(&pods).await) == ["n1", "n2", "n3"] }).await;
+    nodes
+        .create(&PostParams::default(), &node("n3", serde_json::json!([])))
+        .await
+        .unwrap();
+    eventually("a pod on the new node", || async {
+        nodes_of(&live_pods(&pods).await) == ["n1", "n2", "n3"]
+    })
+    .await;
     for pod in live_pods(&pods).await {
         make_ready(&pods, &pod).await;
     }
     eventually("the status counts three ready daemons", || async {
         let s = dss.get("agent").await.unwrap().status.unwrap_or_default();
-        s.desired_number_scheduled == 3 && s.current_number_scheduled == 3 && s.number_ready == 3 && s.number_available == Some(3)
-            && s.updated_number_scheduled == Some(3) && s.number_misscheduled == 0 && s.observed_generation == Some(1)
+        s.desired_number_scheduled == 3
+            && s.current_number_scheduled == 3
+            && s.number_ready == 3
+            && s.number_available == Some(3)
+            && s.updated_number_scheduled == Some(3)
+            && s.number_misscheduled == 0
+            && s.observed_generation == Some(1)
     })
     .await;
 
     // A new image rolls node by node: never more than one daemon missing.
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
-    dss.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    dss.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
     let mut hash2 = None;
     for _ in 0..300 {
         let live = live_pods(&pods).await;
-        assert!(live.len() >= 2, "maxUnavailable 1 of 3 keeps at least two daemons");
+        assert!(
+            live.len() >= 2,
+            "maxUnavailable 1 of 3 keeps at least two daemons"
+        );
         for pod in &live {
-            if pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_none_or(|c| c.is_empty()) {
+            if pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_none_or(|c| c.is_empty())
+            {
                 make_ready(&pods, pod).await;
             }
         }
-        let hashes: Vec<String> = live.iter().map(|p| p.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL].clone()).collect();
+        let hashes: Vec<String> = live
+            .iter()
+            .map(|p| p.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL].clone())
+            .collect();
         if live.len() == 3 && hashes.iter().all(|h| *h != hash1) {
             hash2 = Some(hashes[0].clone());
             break;
@@ -118,12 +180,20 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     let revs: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
     let revs = revs.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(revs.len(), 2, "one ControllerRevision per template");
-    assert!(revs.iter().any(|r| r.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL] == hash2 && r.revision == 2));
+    assert!(revs.iter().any(
+        |r| r.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL] == hash2 && r.revision == 2
+    ));
 
     // A node that gains an untolerated NoExecute taint loses its daemon.
     let taint = serde_json::json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]}});
-    nodes.patch("n3", &PatchParams::default(), &Patch::Merge(&taint)).await.unwrap();
-    eventually("the daemon leaves n3", || async { nodes_of(&live_pods(&pods).await) == ["n1", "n2"] }).await;
+    nodes
+        .patch("n3", &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    eventually("the daemon leaves n3", || async {
+        nodes_of(&live_pods(&pods).await) == ["n1", "n2"]
+    })
+    .await;
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -136,9 +206,15 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes.create(&PostParams::default(), &node("n1", serde_json::json!([]))).await.unwrap();
+    nodes
+        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(Context::new(client.clone()), shutdown.clone()));
+    let task = tokio::spawn(daemonset::run(
+        Context::new(client.clone()),
+        shutdown.clone(),
+    ));
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {
@@ -149,14 +225,32 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
     }))
     .unwrap();
     dss.create(&PostParams::default(), &ds).await.unwrap();
-    eventually("a daemon on n1", || async { live_pods(&pods).await.len() == 1 }).await;
+    eventually("a daemon on n1", || async {
+        live_pods(&pods).await.len() == 1
+    })
+    .await;
     let old = live_pods(&pods).await.remove(0);
     make_ready(&pods, &old).await;
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
-    dss.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
-    eventually("the new pod starts beside the old one", || async { live_pods(&pods).await.len() == 2 }).await;
-    let new = live_pods(&pods).await.into_iter().find(|p| p.metadata.name != old.metadata.name).unwrap();
-    assert!(live_pods(&pods).await.iter().any(|p| p.metadata.name == old.metadata.name), "the old pod stays until the new one is available");
+    dss.patch("agent", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    eventually("the new pod starts beside the old one", || async {
+        live_pods(&pods).await.len() == 2
+    })
+    .await;
+    let new = live_pods(&pods)
+        .await
+        .into_iter()
+        .find(|p| p.metadata.name != old.metadata.name)
+        .unwrap();
+    assert!(
+        live_pods(&pods)
+            .await
+            .iter()
+            .any(|p| p.metadata.name == old.metadata.name),
+        "the old pod stays until the new one is available"
+    );
     make_ready(&pods, &new).await;
     eventually("the old pod is removed", || async {
         let live = live_pods(&pods).await;

@@ -40,10 +40,24 @@ impl Harness {
         let client = kube::Client::new(server.router.clone(), "default");
         let clock = Arc::new(Mutex::new(jiff::Timestamp::now()));
         let c = clock.clone();
-        let config = job::Config { clock: Arc::new(move || *c.lock().unwrap()), pod_backoff_base: Duration::ZERO };
+        let config = job::Config {
+            clock: Arc::new(move || *c.lock().unwrap()),
+            pod_backoff_base: Duration::ZERO,
+        };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(job::run_with(Context::new(client.clone()), config, shutdown.clone()));
-        Harness { jobs: Api::namespaced(client.clone(), "default"), pods: Api::namespaced(client, "default"), clock, shutdown, task, _server: server }
+        let task = tokio::spawn(job::run_with(
+            Context::new(client.clone()),
+            config,
+            shutdown.clone(),
+        ));
+        Harness {
+            jobs: Api::namespaced(client.clone(), "default"),
+            pods: Api::namespaced(client, "default"),
+            clock,
+            shutdown,
+            task,
+            _server: server,
+        }
     }
 
     async fn stop(self) {
@@ -54,17 +68,30 @@ impl Harness {
     async fn create(&self, name: &str, spec: serde_json::Value) -> Job {
         let mut spec = spec;
         spec["template"] = serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}});
-        let job: Job = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap();
-        self.jobs.create(&PostParams::default(), &job).await.unwrap()
+        let job: Job =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+                .unwrap();
+        self.jobs
+            .create(&PostParams::default(), &job)
+            .await
+            .unwrap()
     }
 
     /// The job's pods that are neither finished nor being deleted.
     async fn active_pods(&self, job: &str) -> Vec<Pod> {
-        self.pods(job).await.into_iter().filter(|p| skiff_controllers::pod_util::is_pod_active(p)).collect()
+        self.pods(job)
+            .await
+            .into_iter()
+            .filter(skiff_controllers::pod_util::is_pod_active)
+            .collect()
     }
 
     async fn pods(&self, job: &str) -> Vec<Pod> {
-        self.pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await.unwrap().items
+        self.pods
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .unwrap()
+            .items
     }
 
     async fn finish(&self, pod: &Pod, phase: &str, exit_code: i32) {
@@ -73,12 +100,19 @@ impl Harness {
             "state": {"terminated": {"exitCode": exit_code, "finishedAt": jiff::Timestamp::now().to_string()}}
         }]}});
         let name = pod.metadata.name.as_deref().unwrap();
-        self.pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        self.pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
     }
 
     async fn condition(&self, job: &str, type_: &str) -> Option<(String, String)> {
         let j = self.jobs.get(job).await.ok()?;
-        let c = j.status?.conditions?.into_iter().find(|c| c.type_ == type_ && c.status == "True")?;
+        let c = j
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == type_ && c.status == "True")?;
         Some((c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
     }
 }
@@ -86,44 +120,102 @@ impl Harness {
 #[tokio::test]
 async fn completions_with_parallelism_complete_the_job() {
     let h = Harness::start().await;
-    h.create("pi", serde_json::json!({"completions": 3, "parallelism": 2})).await;
+    h.create(
+        "pi",
+        serde_json::json!({"completions": 3, "parallelism": 2}),
+    )
+    .await;
     let mut done: i32 = 0;
     while done < 3 {
-        eventually("two pods run (or the last one)", || async { h.active_pods("pi").await.len() == 2.min(3 - done) as usize }).await;
+        eventually("two pods run (or the last one)", || async {
+            h.active_pods("pi").await.len() == 2.min(3 - done) as usize
+        })
+        .await;
         let active = h.active_pods("pi").await;
         assert!(active.len() <= 2, "parallelism caps the running pods");
         let pod = &active[0];
-        assert!(pod.metadata.finalizers.as_ref().unwrap().contains(&TRACKING_FINALIZER.to_string()));
+        assert!(
+            pod.metadata
+                .finalizers
+                .as_ref()
+                .unwrap()
+                .contains(&TRACKING_FINALIZER.to_string())
+        );
         h.finish(pod, "Succeeded", 0).await;
         done += 1;
-        eventually("the success is counted", || async { h.jobs.get("pi").await.unwrap().status.and_then(|s| s.succeeded) == Some(done) }).await;
+        eventually("the success is counted", || async {
+            h.jobs
+                .get("pi")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.succeeded)
+                == Some(done)
+        })
+        .await;
     }
-    eventually("the job is Complete", || async { h.condition("pi", "Complete").await.is_some() }).await;
+    eventually("the job is Complete", || async {
+        h.condition("pi", "Complete").await.is_some()
+    })
+    .await;
     let job = h.jobs.get("pi").await.unwrap();
     let status = job.status.unwrap();
     assert_eq!(status.succeeded, Some(3));
     assert_eq!(status.active, Some(0));
     assert!(status.completion_time.is_some() && status.start_time.is_some());
-    assert!(status.conditions.unwrap().iter().any(|c| c.type_ == "SuccessCriteriaMet" && c.reason.as_deref() == Some("CompletionsReached")));
+    assert!(
+        status
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "SuccessCriteriaMet"
+                && c.reason.as_deref() == Some("CompletionsReached"))
+    );
     let pods = h.pods("pi").await;
     assert_eq!(pods.len(), 3, "exactly three pods were ever made");
-    assert!(pods.iter().all(|p| p.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())), "finalizers are removed once counted");
+    assert!(
+        pods.iter()
+            .all(|p| p.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())),
+        "finalizers are removed once counted"
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn failures_past_the_backoff_limit_fail_the_job() {
     let h = Harness::start().await;
-    h.create("flaky", serde_json::json!({"backoffLimit": 1})).await;
+    h.create("flaky", serde_json::json!({"backoffLimit": 1}))
+        .await;
     for failures in 1..=2 {
-        eventually("a pod runs", || async { h.active_pods("flaky").await.len() == 1 }).await;
+        eventually("a pod runs", || async {
+            h.active_pods("flaky").await.len() == 1
+        })
+        .await;
         let pod = h.active_pods("flaky").await.remove(0);
         h.finish(&pod, "Failed", 1).await;
-        eventually("the failure is counted", || async { h.jobs.get("flaky").await.unwrap().status.and_then(|s| s.failed) == Some(failures) }).await;
+        eventually("the failure is counted", || async {
+            h.jobs
+                .get("flaky")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.failed)
+                == Some(failures)
+        })
+        .await;
     }
-    eventually("the job is Failed", || async { h.condition("flaky", "Failed").await.is_some() }).await;
+    eventually("the job is Failed", || async {
+        h.condition("flaky", "Failed").await.is_some()
+    })
+    .await;
     let (reason, message) = h.condition("flaky", "Failed").await.unwrap();
-    assert_eq!((reason.as_str(), message.as_str()), ("BackoffLimitExceeded", "Job has reached the specified backoff limit"));
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        (
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit"
+        )
+    );
     assert!(h.condition("flaky", "FailureTarget").await.is_some());
     assert_eq!(h.pods("flaky").await.len(), 2, "no pod after the limit");
     h.stop().await;
@@ -132,29 +224,67 @@ async fn failures_past_the_backoff_limit_fail_the_job() {
 #[tokio::test]
 async fn indexed_jobs_run_one_pod_per_index() {
     let h = Harness::start().await;
-    h.create("idx", serde_json::json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"})).await;
-    eventually("three indexed pods", || async { h.active_pods("idx").await.len() == 3 }).await;
+    h.create(
+        "idx",
+        serde_json::json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+    )
+    .await;
+    eventually("three indexed pods", || async {
+        h.active_pods("idx").await.len() == 3
+    })
+    .await;
     let mut pods = h.active_pods("idx").await;
     pods.sort_by_key(|p| p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX].clone());
     for (i, pod) in pods.iter().enumerate() {
-        assert_eq!(pod.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX], i.to_string());
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX], i.to_string());
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX],
+            i.to_string()
+        );
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX],
+            i.to_string()
+        );
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some(format!("idx-{i}").as_str()));
-        assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "JOB_COMPLETION_INDEX"));
+        assert!(
+            spec.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "JOB_COMPLETION_INDEX")
+        );
     }
     h.finish(&pods[1], "Succeeded", 0).await;
-    eventually("index 1 is completed", || async { h.jobs.get("idx").await.unwrap().status.and_then(|s| s.completed_indexes).as_deref() == Some("1") }).await;
+    eventually("index 1 is completed", || async {
+        h.jobs
+            .get("idx")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.completed_indexes)
+            .as_deref()
+            == Some("1")
+    })
+    .await;
     // A failed index is retried with a pod of the same index.
     h.finish(&pods[0], "Failed", 1).await;
     eventually("index 0 runs again", || async {
-        h.active_pods("idx").await.iter().filter(|p| p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX] == "0").count() == 1
+        h.active_pods("idx")
+            .await
+            .iter()
+            .filter(|p| p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX] == "0")
+            .count()
+            == 1
     })
     .await;
     for pod in h.active_pods("idx").await {
         h.finish(&pod, "Succeeded", 0).await;
     }
-    eventually("the job is Complete", || async { h.condition("idx", "Complete").await.is_some() }).await;
+    eventually("the job is Complete", || async {
+        h.condition("idx", "Complete").await.is_some()
+    })
+    .await;
     let status = h.jobs.get("idx").await.unwrap().status.unwrap();
     assert_eq!(status.completed_indexes.as_deref(), Some("0-2"));
     assert_eq!((status.succeeded, status.failed), (Some(3), Some(1)));
@@ -164,19 +294,45 @@ async fn indexed_jobs_run_one_pod_per_index() {
 #[tokio::test]
 async fn suspend_removes_pods_and_resume_brings_them_back() {
     let h = Harness::start().await;
-    h.create("sus", serde_json::json!({"suspend": true, "parallelism": 2, "completions": 4})).await;
-    eventually("the job is Suspended", || async { h.condition("sus", "Suspended").await.is_some() }).await;
+    h.create(
+        "sus",
+        serde_json::json!({"suspend": true, "parallelism": 2, "completions": 4}),
+    )
+    .await;
+    eventually("the job is Suspended", || async {
+        h.condition("sus", "Suspended").await.is_some()
+    })
+    .await;
     assert!(h.active_pods("sus").await.is_empty());
     let (reason, _) = h.condition("sus", "Suspended").await.unwrap();
     assert_eq!(reason, "JobSuspended");
     let patch = |v: bool| serde_json::json!({"spec": {"suspend": v}});
-    h.jobs.patch("sus", &PatchParams::default(), &Patch::Merge(&patch(false))).await.unwrap();
-    eventually("two pods run", || async { h.active_pods("sus").await.len() == 2 }).await;
-    h.jobs.patch("sus", &PatchParams::default(), &Patch::Merge(&patch(true))).await.unwrap();
-    eventually("the pods are removed", || async { h.active_pods("sus").await.is_empty() }).await;
-    eventually("suspended again", || async { h.condition("sus", "Suspended").await.is_some() }).await;
+    h.jobs
+        .patch("sus", &PatchParams::default(), &Patch::Merge(&patch(false)))
+        .await
+        .unwrap();
+    eventually("two pods run", || async {
+        h.active_pods("sus").await.len() == 2
+    })
+    .await;
+    h.jobs
+        .patch("sus", &PatchParams::default(), &Patch::Merge(&patch(true)))
+        .await
+        .unwrap();
+    eventually("the pods are removed", || async {
+        h.active_pods("sus").await.is_empty()
+    })
+    .await;
+    eventually("suspended again", || async {
+        h.condition("sus", "Suspended").await.is_some()
+    })
+    .await;
     let status = h.jobs.get("sus").await.unwrap().status.unwrap();
-    assert_eq!(status.failed.unwrap_or(0), 0, "pods removed for suspension are not failures");
+    assert_eq!(
+        status.failed.unwrap_or(0),
+        0,
+        "pods removed for suspension are not failures"
+    );
     h.stop().await;
 }
 
@@ -191,36 +347,89 @@ async fn pod_failure_policy_fails_the_job_on_an_exit_code_and_ignores_disruption
         ]}}),
     )
     .await;
-    eventually("a pod runs", || async { h.active_pods("pfp").await.len() == 1 }).await;
+    eventually("a pod runs", || async {
+        h.active_pods("pfp").await.len() == 1
+    })
+    .await;
     let pod = h.active_pods("pfp").await.remove(0);
     h.finish(&pod, "Failed", 7).await;
-    eventually("an ignored failure is replaced", || async { h.active_pods("pfp").await.len() == 1 && h.pods("pfp").await.len() == 2 }).await;
-    assert_eq!(h.jobs.get("pfp").await.unwrap().status.unwrap().failed.unwrap_or(0), 0, "the ignored failure is not counted");
+    eventually("an ignored failure is replaced", || async {
+        h.active_pods("pfp").await.len() == 1 && h.pods("pfp").await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        h.jobs
+            .get("pfp")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .failed
+            .unwrap_or(0),
+        0,
+        "the ignored failure is not counted"
+    );
     let pod = h.active_pods("pfp").await.remove(0);
     h.finish(&pod, "Failed", 42).await;
-    eventually("the job is Failed", || async { h.condition("pfp", "Failed").await.is_some() }).await;
+    eventually("the job is Failed", || async {
+        h.condition("pfp", "Failed").await.is_some()
+    })
+    .await;
     let (reason, message) = h.condition("pfp", "Failed").await.unwrap();
     assert_eq!(reason, "PodFailurePolicy");
-    assert!(message.starts_with("Container main for pod default/pfp-") && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"), "{message}");
+    assert!(
+        message.starts_with("Container main for pod default/pfp-")
+            && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{message}"
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn active_deadline_and_ttl_after_finished() {
     let h = Harness::start().await;
-    h.create("slow", serde_json::json!({"activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 30})).await;
-    eventually("a pod runs", || async { h.active_pods("slow").await.len() == 1 }).await;
+    h.create(
+        "slow",
+        serde_json::json!({"activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 30}),
+    )
+    .await;
+    eventually("a pod runs", || async {
+        h.active_pods("slow").await.len() == 1
+    })
+    .await;
     // Two minutes pass: the deadline is gone. A touch of the Job makes the controller look at once.
     *h.clock.lock().unwrap() += jiff::SignedDuration::from_secs(120);
     let touch = serde_json::json!({"metadata": {"annotations": {"touch": "1"}}});
-    h.jobs.patch("slow", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
-    eventually("the job failed on its deadline", || async { h.condition("slow", "Failed").await.is_some() }).await;
-    assert_eq!(h.condition("slow", "Failed").await.unwrap().0, "DeadlineExceeded");
-    assert!(h.active_pods("slow").await.is_empty(), "the running pod is deleted");
+    h.jobs
+        .patch("slow", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    eventually("the job failed on its deadline", || async {
+        h.condition("slow", "Failed").await.is_some()
+    })
+    .await;
+    assert_eq!(
+        h.condition("slow", "Failed").await.unwrap().0,
+        "DeadlineExceeded"
+    );
+    assert!(
+        h.active_pods("slow").await.is_empty(),
+        "the running pod is deleted"
+    );
     // The TTL runs from the failure: a minute later the Job is deleted.
     *h.clock.lock().unwrap() += jiff::SignedDuration::from_secs(60);
     let touch = serde_json::json!({"metadata": {"annotations": {"touch": "2"}}});
-    h.jobs.patch("slow", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
-    eventually("the finished job is deleted after its TTL", || async { h.jobs.get_opt("slow").await.unwrap().is_none_or(|j| j.metadata.deletion_timestamp.is_some()) }).await;
+    h.jobs
+        .patch("slow", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    eventually("the finished job is deleted after its TTL", || async {
+        h.jobs
+            .get_opt("slow")
+            .await
+            .unwrap()
+            .is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     h.stop().await;
 }

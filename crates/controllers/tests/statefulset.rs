@@ -39,7 +39,10 @@ impl Harness {
         let server = skiff_apiserver::testing::start_admin().await;
         let client = kube::Client::new(server.router.clone(), "default");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(statefulset::run(Context::new(client.clone()), shutdown.clone()));
+        let task = tokio::spawn(statefulset::run(
+            Context::new(client.clone()),
+            shutdown.clone(),
+        ));
         Harness {
             sets: Api::namespaced(client.clone(), "default"),
             pods: Api::namespaced(client.clone(), "default"),
@@ -65,26 +68,47 @@ impl Harness {
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        let set: StatefulSet = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap();
-        self.sets.create(&PostParams::default(), &set).await.unwrap();
+        let set: StatefulSet =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+                .unwrap();
+        self.sets
+            .create(&PostParams::default(), &set)
+            .await
+            .unwrap();
     }
 
     /// Live pod names, sorted.
     async fn names(&self, set: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.live(set).await.into_iter().filter_map(|p| p.metadata.name).collect();
+        let mut v: Vec<String> = self
+            .live(set)
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
         v.sort();
         v
     }
 
     async fn live(&self, set: &str) -> Vec<Pod> {
-        let items = self.pods.list(&ListParams::default().labels(&format!("app={set}"))).await.unwrap().items;
-        items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+        let items = self
+            .pods
+            .list(&ListParams::default().labels(&format!("app={set}")))
+            .await
+            .unwrap()
+            .items;
+        items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     async fn make_ready(&self, name: &str) {
         let now = jiff::Timestamp::now().to_string();
         let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
-        self.pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        self.pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
     }
 
     async fn revision_of(&self, name: &str) -> String {
@@ -108,36 +132,97 @@ async fn ordered_creation_waits_for_readiness_and_makes_claims() {
     h.create("web", 3, claims).await;
     for i in 0..3 {
         let expected: Vec<String> = (0..=i).map(|j| format!("web-{j}")).collect();
-        eventually("the next ordinal is created", || async { h.names("web").await == expected }).await;
+        eventually("the next ordinal is created", || async {
+            h.names("web").await == expected
+        })
+        .await;
         // Nothing more until this one is Ready.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(h.names("web").await, expected, "OrderedReady waits for web-{i} to be Ready");
+        assert_eq!(
+            h.names("web").await,
+            expected,
+            "OrderedReady waits for web-{i} to be Ready"
+        );
         h.make_ready(&format!("web-{i}")).await;
     }
     let pod = h.pods.get("web-1").await.unwrap();
     let labels = pod.metadata.labels.as_ref().unwrap();
-    assert_eq!((labels[POD_NAME_LABEL].as_str(), labels[POD_INDEX_LABEL].as_str()), ("web-1", "1"));
+    assert_eq!(
+        (
+            labels[POD_NAME_LABEL].as_str(),
+            labels[POD_INDEX_LABEL].as_str()
+        ),
+        ("web-1", "1")
+    );
     let spec = pod.spec.unwrap();
-    assert_eq!((spec.hostname.as_deref(), spec.subdomain.as_deref()), (Some("web-1"), Some("nginx")));
-    let vol = spec.volumes.unwrap().into_iter().find(|v| v.name == "www").unwrap();
+    assert_eq!(
+        (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+        (Some("web-1"), Some("nginx"))
+    );
+    let vol = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "www")
+        .unwrap();
     assert_eq!(vol.persistent_volume_claim.unwrap().claim_name, "www-web-1");
-    let mut pvcs: Vec<String> = h.pvcs.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let mut pvcs: Vec<String> = h
+        .pvcs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     pvcs.sort();
     assert_eq!(pvcs, ["www-web-0", "www-web-1", "www-web-2"]);
     eventually("the status counts three ready replicas", || async {
         let s = h.sets.get("web").await.unwrap().status.unwrap_or_default();
-        s.replicas == 3 && s.ready_replicas == Some(3) && s.available_replicas == Some(3) && s.current_replicas == Some(3) && s.updated_replicas == Some(3)
-            && s.current_revision.is_some() && s.current_revision == s.update_revision && s.observed_generation == Some(1)
+        s.replicas == 3
+            && s.ready_replicas == Some(3)
+            && s.available_replicas == Some(3)
+            && s.current_replicas == Some(3)
+            && s.updated_replicas == Some(3)
+            && s.current_revision.is_some()
+            && s.current_revision == s.update_revision
+            && s.observed_generation == Some(1)
     })
     .await;
 
     // A restarted pod keeps its name and claim; scaling down removes the highest ordinal first, claims stay.
     h.pods.delete("web-1", &Default::default()).await.unwrap();
-    eventually("web-1 is back", || async { h.names("web").await.len() == 3 && h.pods.get("web-1").await.is_ok_and(|p| !skiff_controllers::pod_util::is_pod_ready(&p)) }).await;
+    eventually("web-1 is back", || async {
+        h.names("web").await.len() == 3
+            && h.pods
+                .get("web-1")
+                .await
+                .is_ok_and(|p| !skiff_controllers::pod_util::is_pod_ready(&p))
+    })
+    .await;
     h.make_ready("web-1").await;
-    h.sets.patch("web", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"replicas": 1}}))).await.unwrap();
-    eventually("scaled down to web-0", || async { h.names("web").await == ["web-0"] }).await;
-    assert_eq!(h.pvcs.list(&ListParams::default()).await.unwrap().items.len(), 3, "claims are retained on scale-down");
+    h.sets
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually("scaled down to web-0", || async {
+        h.names("web").await == ["web-0"]
+    })
+    .await;
+    assert_eq!(
+        h.pvcs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3,
+        "claims are retained on scale-down"
+    );
     h.stop().await;
 }
 
@@ -145,13 +230,29 @@ async fn ordered_creation_waits_for_readiness_and_makes_claims() {
 async fn partitioned_rolling_update_goes_from_the_highest_ordinal_down() {
     let h = Harness::start().await;
     h.create("db", 3, serde_json::json!({"podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}})).await;
-    eventually("Parallel creates all pods at once", || async { h.names("db").await.len() == 3 }).await;
+    eventually("Parallel creates all pods at once", || async {
+        h.names("db").await.len() == 3
+    })
+    .await;
     h.ready_all("db").await;
     let old = h.revision_of("db-0").await;
-    eventually("the set settles", || async { h.sets.get("db").await.unwrap().status.unwrap_or_default().ready_replicas == Some(3) }).await;
+    eventually("the set settles", || async {
+        h.sets
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .ready_replicas
+            == Some(3)
+    })
+    .await;
 
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}});
-    h.sets.patch("db", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    h.sets
+        .patch("db", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
     // db-2 goes first; db-1 only once db-2 is back and Ready; db-0 is below the partition.
     let mut order = Vec::new();
     for _ in 0..300 {
@@ -171,11 +272,22 @@ async fn partitioned_rolling_update_goes_from_the_highest_ordinal_down() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(order, ["db-2", "db-1"], "updated from the highest ordinal down to the partition");
-    assert_eq!(h.revision_of("db-0").await, old, "db-0 is below the partition");
+    assert_eq!(
+        order,
+        ["db-2", "db-1"],
+        "updated from the highest ordinal down to the partition"
+    );
+    assert_eq!(
+        h.revision_of("db-0").await,
+        old,
+        "db-0 is below the partition"
+    );
     eventually("status shows two updated, one current", || async {
         let s = h.sets.get("db").await.unwrap().status.unwrap_or_default();
-        s.updated_replicas == Some(2) && s.current_replicas == Some(1) && s.current_revision.as_deref() == Some(old.as_str()) && s.update_revision != s.current_revision
+        s.updated_replicas == Some(2)
+            && s.current_replicas == Some(1)
+            && s.current_revision.as_deref() == Some(old.as_str())
+            && s.update_revision != s.current_revision
     })
     .await;
 
@@ -184,7 +296,9 @@ async fn partitioned_rolling_update_goes_from_the_highest_ordinal_down() {
     eventually("db-0 is updated and the rollout complete", || async {
         h.ready_all("db").await;
         let s = h.sets.get("db").await.unwrap().status.unwrap_or_default();
-        s.updated_replicas == Some(3) && s.current_revision == s.update_revision && s.current_replicas == Some(3)
+        s.updated_replicas == Some(3)
+            && s.current_revision == s.update_revision
+            && s.current_replicas == Some(3)
     })
     .await;
     assert_ne!(h.revision_of("db-0").await, old);

@@ -3,11 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
+    Taint, Toleration,
+};
 
 /// The tolerations upstream adds to every daemon pod (`AddOrUpdateDaemonPodTolerations`).
 pub fn default_tolerations(host_network: bool) -> Vec<Toleration> {
-    let t = |key: &str, effect: &str| Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), ..Default::default() };
+    let t = |key: &str, effect: &str| Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        ..Default::default()
+    };
     let mut v = vec![
         t("node.kubernetes.io/not-ready", "NoExecute"),
         t("node.kubernetes.io/unreachable", "NoExecute"),
@@ -27,7 +35,10 @@ pub fn add_default_tolerations(spec: &mut PodSpec) {
     let host_network = spec.host_network == Some(true);
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
     for d in default_tolerations(host_network) {
-        if !tolerations.iter().any(|t| t.key == d.key && t.effect == d.effect) {
+        if !tolerations
+            .iter()
+            .any(|t| t.key == d.key && t.effect == d.effect)
+        {
             tolerations.push(d);
         }
     }
@@ -36,12 +47,23 @@ pub fn add_default_tolerations(spec: &mut PodSpec) {
 /// Pins a pod to a node the way upstream does: a required node affinity term on `metadata.name`
 /// (`ReplaceDaemonSetPodNodeNameNodeAffinity`), which replaces any field terms and keeps label terms.
 pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
-    let field = NodeSelectorRequirement { key: "metadata.name".into(), operator: "In".into(), values: Some(vec![node.into()]) };
+    let field = NodeSelectorRequirement {
+        key: "metadata.name".into(),
+        operator: "In".into(),
+        values: Some(vec![node.into()]),
+    };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    let required = na.required_during_scheduling_ignored_during_execution.get_or_insert_with(NodeSelector::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    let required = na
+        .required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(NodeSelector::default);
     if required.node_selector_terms.is_empty() {
-        required.node_selector_terms.push(NodeSelectorTerm { match_fields: Some(vec![field]), match_expressions: None });
+        required.node_selector_terms.push(NodeSelectorTerm {
+            match_fields: Some(vec![field]),
+            match_expressions: None,
+        });
         return;
     }
     for term in &mut required.node_selector_terms {
@@ -54,23 +76,39 @@ pub fn target_node(spec: &PodSpec) -> Option<String> {
     if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
         return Some(n.clone());
     }
-    let terms = &spec.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
-    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|f| {
-        (f.key == "metadata.name" && f.operator == "In").then(|| f.values.as_ref().and_then(|v| (v.len() == 1).then(|| v[0].clone()))).flatten()
-    })
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find_map(|f| {
+            (f.key == "metadata.name" && f.operator == "In")
+                .then(|| {
+                    f.values
+                        .as_ref()
+                        .and_then(|v| (v.len() == 1).then(|| v[0].clone()))
+                })
+                .flatten()
+        })
 }
 
 /// Whether one toleration tolerates one taint (upstream `ToleratesTaint`).
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
+    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty())
+        && e != taint.effect
+    {
+        return false;
     }
-    if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty()) {
-        if k != taint.key {
-            return false;
-        }
+    if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty())
+        && k != taint.key
+    {
+        return false;
     }
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
@@ -79,8 +117,15 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn untolerated(taints: &[Taint], tolerations: &[Toleration], effect: impl Fn(&str) -> bool) -> bool {
-    taints.iter().filter(|t| effect(&t.effect)).any(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
+fn untolerated(
+    taints: &[Taint],
+    tolerations: &[Toleration],
+    effect: impl Fn(&str) -> bool,
+) -> bool {
+    taints
+        .iter()
+        .filter(|t| effect(&t.effect))
+        .any(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
 }
 
 /// Whether a node selector term matches the node's labels and name.
@@ -90,8 +135,12 @@ fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
@@ -102,10 +151,17 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -116,14 +172,24 @@ pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     let name = node.metadata.name.as_deref().unwrap_or("");
-    if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
+    if let Some(sel) = &spec.node_selector
+        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
     }
-    let required = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, labels, name)),
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, labels, name)),
         None => true,
     }
 }
@@ -133,11 +199,20 @@ pub fn should_run(spec: &PodSpec, node: &Node) -> (bool, bool) {
     if !node_matches(spec, node) {
         return (false, false);
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or(&[]);
     let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
-    if untolerated(taints, tolerations, |e| e == "NoSchedule" || e == "NoExecute") {
+    if untolerated(taints, tolerations, |e| {
+        e == "NoSchedule" || e == "NoExecute"
+    }) {
         // Pods already there may stay unless a NoExecute taint is not tolerated.
-        return (false, !untolerated(taints, tolerations, |e| e == "NoExecute"));
+        return (
+            false,
+            !untolerated(taints, tolerations, |e| e == "NoExecute"),
+        );
     }
     (true, true)
 }
@@ -152,11 +227,25 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
-                taints: Some(taints.iter().map(|(k, e)| Taint { key: k.to_string(), effect: e.to_string(), ..Default::default() }).collect()),
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(k, e)| Taint {
+                            key: k.to_string(),
+                            effect: e.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             status: None,
@@ -172,17 +261,69 @@ mod tests {
     #[test]
     fn taints_and_default_tolerations() {
         assert_eq!(should_run(&spec(), &node("a", &[], &[])), (true, true));
-        assert_eq!(should_run(&spec(), &node("a", &[], &[("node.kubernetes.io/unschedulable", "NoSchedule")])), (true, true));
-        assert_eq!(should_run(&spec(), &node("a", &[], &[("node.kubernetes.io/not-ready", "NoExecute")])), (true, true));
-        assert_eq!(should_run(&spec(), &node("a", &[], &[("dedicated", "NoSchedule")])), (false, true));
-        assert_eq!(should_run(&spec(), &node("a", &[], &[("dedicated", "NoExecute")])), (false, false));
-        assert_eq!(should_run(&spec(), &node("a", &[], &[("node.kubernetes.io/network-unavailable", "NoSchedule")])), (false, true));
-        let mut host = PodSpec { host_network: Some(true), ..Default::default() };
+        assert_eq!(
+            should_run(
+                &spec(),
+                &node(
+                    "a",
+                    &[],
+                    &[("node.kubernetes.io/unschedulable", "NoSchedule")]
+                )
+            ),
+            (true, true)
+        );
+        assert_eq!(
+            should_run(
+                &spec(),
+                &node("a", &[], &[("node.kubernetes.io/not-ready", "NoExecute")])
+            ),
+            (true, true)
+        );
+        assert_eq!(
+            should_run(&spec(), &node("a", &[], &[("dedicated", "NoSchedule")])),
+            (false, true)
+        );
+        assert_eq!(
+            should_run(&spec(), &node("a", &[], &[("dedicated", "NoExecute")])),
+            (false, false)
+        );
+        assert_eq!(
+            should_run(
+                &spec(),
+                &node(
+                    "a",
+                    &[],
+                    &[("node.kubernetes.io/network-unavailable", "NoSchedule")]
+                )
+            ),
+            (false, true)
+        );
+        let mut host = PodSpec {
+            host_network: Some(true),
+            ..Default::default()
+        };
         add_default_tolerations(&mut host);
-        assert_eq!(should_run(&host, &node("a", &[], &[("node.kubernetes.io/network-unavailable", "NoSchedule")])), (true, true));
+        assert_eq!(
+            should_run(
+                &host,
+                &node(
+                    "a",
+                    &[],
+                    &[("node.kubernetes.io/network-unavailable", "NoSchedule")]
+                )
+            ),
+            (true, true)
+        );
         let mut tolerant = spec();
-        tolerant.tolerations.as_mut().unwrap().push(Toleration { key: Some("dedicated".into()), operator: Some("Exists".into()), ..Default::default() });
-        assert_eq!(should_run(&tolerant, &node("a", &[], &[("dedicated", "NoExecute")])), (true, true));
+        tolerant.tolerations.as_mut().unwrap().push(Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            should_run(&tolerant, &node("a", &[], &[("dedicated", "NoExecute")])),
+            (true, true)
+        );
     }
 
     #[test]
@@ -196,7 +337,11 @@ mod tests {
             node_affinity: Some(NodeAffinity {
                 required_during_scheduling_ignored_during_execution: Some(NodeSelector {
                     node_selector_terms: vec![NodeSelectorTerm {
-                        match_expressions: Some(vec![NodeSelectorRequirement { key: "cpus".into(), operator: "Gt".into(), values: Some(vec!["4".into()]) }]),
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "cpus".into(),
+                            operator: "Gt".into(),
+                            values: Some(vec!["4".into()]),
+                        }]),
                         match_fields: None,
                     }],
                 }),

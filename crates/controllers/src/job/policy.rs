@@ -25,30 +25,45 @@ impl Action {
 }
 
 /// The first rule matching the failed pod, with upstream's message for FailJob.
-pub fn match_pod_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Option<(Action, String)> {
+pub fn match_pod_failure_policy(
+    policy: Option<&PodFailurePolicy>,
+    pod: &Pod,
+) -> Option<(Action, String)> {
     let policy = policy?;
     let ns = pod.metadata.namespace.as_deref().unwrap_or("");
     let name = pod.metadata.name.as_deref().unwrap_or("");
     for (index, rule) in policy.rules.iter().enumerate() {
-        let Some(action) = Action::parse(&rule.action) else { continue };
-        if let Some(req) = &rule.on_exit_codes {
-            if let Some(cs) = matching_container(pod, req) {
-                let code = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).map_or(0, |t| t.exit_code);
-                let msg = format!(
-                    "Container {} for pod {ns}/{name} failed with exit code {code} matching {} rule at index {index}",
-                    cs.name, rule.action
-                );
-                return Some((action, msg));
-            }
+        let Some(action) = Action::parse(&rule.action) else {
+            continue;
+        };
+        if let Some(req) = &rule.on_exit_codes
+            && let Some(cs) = matching_container(pod, req)
+        {
+            let code = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map_or(0, |t| t.exit_code);
+            let msg = format!(
+                "Container {} for pod {ns}/{name} failed with exit code {code} matching {} rule at index {index}",
+                cs.name, rule.action
+            );
+            return Some((action, msg));
         }
         for pattern in rule.on_pod_conditions.iter().flatten() {
             let has = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == pattern.type_ && c.status == pattern.status));
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == pattern.type_ && c.status == pattern.status)
+                });
             if has {
-                let msg = format!("Pod {ns}/{name} has condition {} matching {} rule at index {index}", pattern.type_, rule.action);
+                let msg = format!(
+                    "Pod {ns}/{name} has condition {} matching {} rule at index {index}",
+                    pattern.type_, rule.action
+                );
                 return Some((action, msg));
             }
         }
@@ -56,11 +71,19 @@ pub fn match_pod_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) ->
     None
 }
 
-fn matching_container<'a>(pod: &'a Pod, req: &PodFailurePolicyOnExitCodesRequirement) -> Option<&'a ContainerStatus> {
+fn matching_container<'a>(
+    pod: &'a Pod,
+    req: &PodFailurePolicyOnExitCodesRequirement,
+) -> Option<&'a ContainerStatus> {
     let st = pod.status.as_ref()?;
-    let lists = [st.container_statuses.as_ref(), st.init_container_statuses.as_ref()];
+    let lists = [
+        st.container_statuses.as_ref(),
+        st.init_container_statuses.as_ref(),
+    ];
     lists.into_iter().flatten().flatten().find(|cs| {
-        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else { return false };
+        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+            return false;
+        };
         if req.container_name.as_ref().is_some_and(|n| *n != cs.name) || t.exit_code == 0 {
             return false;
         }

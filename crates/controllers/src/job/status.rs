@@ -8,17 +8,19 @@ pub fn parse_indexes(s: &str) -> BTreeSet<i32> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>()) {
-                    if a >= 0 && a <= b && b - a < 1_000_000 {
-                        out.extend(a..=b);
-                    }
+                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>())
+                    && a >= 0
+                    && a <= b
+                    && b - a < 1_000_000
+                {
+                    out.extend(a..=b);
                 }
             }
             None => {
-                if let Ok(i) = part.parse::<i32>() {
-                    if i >= 0 {
-                        out.insert(i);
-                    }
+                if let Ok(i) = part.parse::<i32>()
+                    && i >= 0
+                {
+                    out.insert(i);
                 }
             }
         }
@@ -35,7 +37,11 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
         while iter.peek() == Some(&(end + 1)) {
             end = iter.next().unwrap_or(end);
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
     }
     parts.join(",")
 }
