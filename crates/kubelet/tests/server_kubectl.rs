@@ -27,6 +27,7 @@ const KUBECTL: &str = "/usr/bin/kubectl";
 
 struct Cluster {
     dir: tempfile::TempDir,
+    runtime: Arc<TestRuntime>,
     kubeconfig: PathBuf,
     shutdown: CancellationToken,
 }
@@ -79,7 +80,7 @@ async fn cluster() -> Cluster {
         client_ca: ca.paths().cert.clone(),
         node_name: "n1".into(),
     };
-    let deps = skiff_kubelet::server::ServerDeps { runtime };
+    let deps = skiff_kubelet::server::ServerDeps { runtime: runtime.clone() };
     tokio::spawn(skiff_kubelet::server::run_on(kubelet_listener, config, deps, shutdown.clone()));
 
     // The API server, with the kubelet client certificate.
@@ -134,7 +135,7 @@ async fn cluster() -> Cluster {
         &admin.read_key_pem().unwrap(),
     )
     .unwrap();
-    Cluster { dir, kubeconfig, shutdown }
+    Cluster { dir, runtime, kubeconfig, shutdown }
 }
 
 impl Cluster {
@@ -170,6 +171,36 @@ async fn kubectl_logs() {
     let (code, _, err) = c.run(&["logs", "web", "-c", "nope"], &[], None).await;
     assert_eq!(code, 1);
     assert!(err.contains("container nope is not valid for pod web"), "{err}");
+}
+
+#[tokio::test]
+async fn kubectl_logs_follow_streams_until_the_container_exits() {
+    let c = cluster().await;
+    let mut cmd = c.kubectl(&["logs", "-f", "web"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("kubectl starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("a line in time").unwrap();
+    assert_eq!(next().await.as_deref(), Some("one"));
+    assert_eq!(next().await.as_deref(), Some("two"));
+    let log = c.runtime.log_dir.join("app").join("1.log");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("2026-01-01T00:03:00Z stdout F three\n");
+    std::fs::write(&log, text).unwrap();
+    assert_eq!(next().await.as_deref(), Some("three"));
+    *c.runtime.app_state.lock().unwrap() = ContainerState::Exited;
+    assert_eq!(next().await, None, "the stream ends once the container has exited");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("kubectl exits").unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn kubectl_attach() {
+    let c = cluster().await;
+    let (code, out, err) = c.run(&["attach", "web"], &[], None).await;
+    assert_eq!((code, out.as_str()), (0, "attached\n"), "{err}");
+    let (code, out, err) = c.run(&["attach", "-i", "web"], &[], Some(b"typed\n")).await;
+    assert_eq!((code, out.as_str()), (0, "attached\ntyped\n"), "{err}");
 }
 
 #[tokio::test]

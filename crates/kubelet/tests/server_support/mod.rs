@@ -136,8 +136,10 @@ impl RuntimeService for TestRuntime {
         });
         Ok(StreamSession { stdin, stdout, stderr, resize: None, exit })
     }
-    async fn attach(&self, _: &str, _: &StreamOptions) -> Result<StreamSession> {
-        unused()
+    /// The "main process" attached to prints `attached`, then echoes stdin when stdin is attached.
+    async fn attach(&self, id: &str, o: &StreamOptions) -> Result<StreamSession> {
+        let script = if o.stdin { "echo attached; exec cat" } else { "echo attached" };
+        self.exec(id, &["sh".to_string(), "-c".to_string(), script.to_string()], o).await
     }
     async fn port_forward(&self, _: &str, port: u16) -> Result<Box<dyn Duplex>> {
         let s = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| RuntimeError::Other(format!("connect to port {port}: {e}")))?;
