@@ -88,7 +88,13 @@ pub fn go_duration(d: Duration) -> String {
     let m = (secs / 60.0).floor() as u64;
     let s = secs - (m * 60) as f64;
     let s = if s.fract() == 0.0 { format!("{}", s as u64) } else { format!("{s}") };
-    if m == 0 { format!("{s}s") } else if m < 60 { format!("{m}m{s}s") } else { format!("{}h{}m{s}s", m / 60, m % 60) }
+    if m == 0 {
+        format!("{s}s")
+    } else if m < 60 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{}h{}m{s}s", m / 60, m % 60)
+    }
 }
 
 #[cfg(test)]

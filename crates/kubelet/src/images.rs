@@ -136,12 +136,15 @@ impl ImageManager {
         let normalized = match normalize(&image) {
             Ok(n) if !image.is_empty() => n,
             Ok(_) => {
-                let message = "Failed to apply default image tag \"\": couldn't parse image name \"\": invalid reference format".to_string();
+                let message =
+                    "Failed to apply default image tag \"\": couldn't parse image name \"\": invalid reference format"
+                        .to_string();
                 self.recorder.event(pod, Some(name), WARNING, "InspectFailed", message.clone()).await;
                 return Err(ImageError { reason: "InvalidImageName", message });
             }
             Err(e) => {
-                let message = format!("Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: {e}");
+                let message =
+                    format!("Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: {e}");
                 self.recorder.event(pod, Some(name), WARNING, "InspectFailed", message.clone()).await;
                 return Err(ImageError { reason: "InvalidImageName", message });
             }
@@ -174,7 +177,8 @@ impl ImageManager {
         let key = format!("{uid}/{normalized}");
         let now = SystemTime::now();
         if self.backoff.in_backoff_since_update(&key, now).is_some() {
-            let last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().unwrap_or_default();
+            let last =
+                self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().unwrap_or_default();
             self.recorder.event(pod, Some(name), NORMAL, "BackOff", format!("Back-off pulling image {image:?}")).await;
             return Err(ImageError {
                 reason: "ImagePullBackOff",

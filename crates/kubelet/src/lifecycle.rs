@@ -25,9 +25,14 @@ pub async fn run_handler(
             Ok(r) => {
                 let mut out = String::from_utf8_lossy(&r.stdout).to_string();
                 out.push_str(&String::from_utf8_lossy(&r.stderr));
-                Err(format!("Exec lifecycle hook ({cmd:?}) for Container {:?} failed - error: command {cmd:?} exited with {}, message: {:?}", container.name, r.exit_code, out))
+                Err(format!(
+                    "Exec lifecycle hook ({cmd:?}) for Container {:?} failed - error: command {cmd:?} exited with {}, message: {:?}",
+                    container.name, r.exit_code, out
+                ))
             }
-            Err(e) => Err(format!("Exec lifecycle hook ({cmd:?}) for Container {:?} failed - error: {e}", container.name)),
+            Err(e) => {
+                Err(format!("Exec lifecycle hook ({cmd:?}) for Container {:?} failed - error: {e}", container.name))
+            }
         };
     }
     if let Some(http) = &handler.http_get {
@@ -40,10 +45,16 @@ pub async fn run_handler(
             .ok_or_else(|| "the pod has no IP address for the HTTP lifecycle hook".to_string())?;
         let headers = http.http_headers.clone().unwrap_or_default();
         let path = http.path.clone().unwrap_or_else(|| "/".into());
-        return match http_get(&host, port, &path, &headers, timeout).await {
+        let https = http.scheme.as_deref() == Some("HTTPS");
+        return match http_get(https, &host, port, &path, &headers, timeout).await {
             Ok(code) if (200..400).contains(&code) => Ok(()),
-            Ok(code) => Err(format!("HTTP lifecycle hook ({path}) for Container {:?} failed - error: received non-2xx status code {code}", container.name)),
-            Err(e) => Err(format!("HTTP lifecycle hook ({path}) for Container {:?} failed - error: {e}", container.name)),
+            Ok(code) => Err(format!(
+                "HTTP lifecycle hook ({path}) for Container {:?} failed - error: received non-2xx status code {code}",
+                container.name
+            )),
+            Err(e) => {
+                Err(format!("HTTP lifecycle hook ({path}) for Container {:?} failed - error: {e}", container.name))
+            }
         };
     }
     if let Some(sleep) = &handler.sleep {

@@ -53,9 +53,7 @@ fn parse_meminfo(text: &str, key: &str) -> Option<u64> {
 
 /// `PRETTY_NAME` from `/etc/os-release`'s text.
 fn parse_os_release(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim().trim_matches('"').to_string())
+    text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim().trim_matches('"').to_string())
 }
 
 /// Total and available bytes of the filesystem holding `path`.
@@ -80,7 +78,8 @@ impl MachineInfo {
             cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
         }
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let existing = std::iter::successors(Some(data_dir), |p| p.parent()).find(|p| p.exists()).unwrap_or(Path::new("/"));
+        let existing =
+            std::iter::successors(Some(data_dir), |p| p.parent()).find(|p| p.exists()).unwrap_or(Path::new("/"));
         let (fs_bytes, fs_available_bytes) = statvfs(existing).unwrap_or((0, 0));
         MachineInfo {
             cpus,
@@ -153,7 +152,12 @@ pub fn build_status(
     };
     let conditions = vec![
         if memory_pressure {
-            condition("MemoryPressure", true, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            condition(
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
         } else {
             condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
         },
@@ -274,7 +278,8 @@ pub async fn run(
             let dir = config.data_dir.clone();
             tokio::task::spawn_blocking(move || MachineInfo::read(&dir)).await.unwrap_or_default()
         };
-        let runtime_version = runtime.version().await.ok().map(|v| format!("{}://{}", v.runtime_name, v.runtime_version));
+        let runtime_version =
+            runtime.version().await.ok().map(|v| format!("{}://{}", v.runtime_name, v.runtime_version));
         let status = build_status(&config, &machine, runtime_version.as_deref(), &kubelet_version);
         let due = match &last_posted {
             None => true,

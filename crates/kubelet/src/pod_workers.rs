@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::Api;
-use skiff_runtime::cri::{labels, ContainerFilter, ContainerState, SandboxState};
-use tokio::sync::{watch, Notify};
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use skiff_runtime::cri::{ContainerFilter, ContainerState, SandboxState, labels};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KubeletConfig;
-use crate::kuberuntime::{grace_period, pod_uid, Kubelet, PodState};
+use crate::kuberuntime::{Kubelet, PodState, grace_period, pod_uid};
 use crate::run::Deps;
 
 /// A pod's worker: the latest pod (`None` once it is gone from the API) and a wake-up.
@@ -97,10 +97,42 @@ fn dispatch(kubelet: &Arc<Kubelet>, workers: &mut HashMap<String, Worker>, pod: 
         w.pod.send_replace(Some(pod));
         return;
     }
+    if is_active(&pod) {
+        let active = workers
+            .values()
+            .filter(|w| !w.task.is_finished() && w.pod.borrow().as_deref().is_some_and(is_active))
+            .count();
+        let max = kubelet.config.max_pods as usize;
+        if active >= max {
+            // Admission (upstream's `canAdmitPod`): the pod fails with OutOfpods and never runs here.
+            let kubelet = kubelet.clone();
+            tokio::spawn(async move {
+                reject(&kubelet, &pod, "OutOfpods", &format!(
+                "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {max}"
+            )).await
+            });
+            return;
+        }
+    }
     let (tx, rx) = watch::channel(Some(pod));
     let notify = Arc::new(Notify::new());
     let task = tokio::spawn(pod_worker(kubelet.clone(), rx, notify.clone()));
     workers.insert(uid, Worker { pod: tx, notify, task });
+}
+
+/// Whether a pod counts against `maxPods`: not finished and not being deleted.
+fn is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+}
+
+/// Marks a pod the node will not run as Failed, with the admission's reason and message.
+async fn reject(kubelet: &Kubelet, pod: &Pod, reason: &str, message: &str) {
+    kubelet.recorder.event(pod, None, crate::kuberuntime::events::WARNING, reason, message).await;
+    let status = serde_json::json!({ "phase": "Failed", "reason": reason, "message": message });
+    if let Err(e) = crate::status::update(&kubelet.client, pod, &status).await {
+        tracing::warn!(pod = %pod_uid(pod), error = %e, "failed to reject a pod");
+    }
 }
 
 /// Compares the runtime's sandboxes and containers with the last relist and wakes the workers of pods

@@ -1,7 +1,8 @@
 //! Liveness, readiness and startup probes (upstream's `prober`): one worker task per running container and
-//! probe, exec (through the runtime), httpGet and tcpSocket, with the timing and threshold fields. Results
-//! wake the pod's worker, which kills a container whose liveness or startup probe failed and reports
-//! readiness in the pod status.
+//! probe, exec (through the runtime), httpGet (HTTP and HTTPS without verification, as upstream),
+//! tcpSocket and gRPC health (`grpc.health.v1`), with the timing and threshold fields. Results wake the
+//! pod's worker, which kills a container whose liveness or startup probe failed and reports readiness in
+//! the pod status.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -81,8 +82,116 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
     }
 }
 
-/// An HTTP/1.1 GET with a deadline; returns the status code (what a kubelet probe or hook needs).
+/// Accepts any server certificate: probes and hooks over HTTPS skip verification, as upstream's
+/// (`InsecureSkipVerify`).
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS connection that does not verify the server (probe and hook HTTPS).
+async fn tls_connect(
+    stream: tokio::net::TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        .with_no_client_auth();
+    let name =
+        rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("invalid host {host:?}: {e}"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| e.to_string())
+}
+
+/// Sends a GET on `stream` and reads the status line.
+async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    host_port: &str,
+    path: &str,
+    headers: &[HTTPHeader],
+) -> Result<u16, String> {
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    let mut has_host = false;
+    let mut has_agent = false;
+    let mut has_accept = false;
+    for h in headers {
+        match h.name.to_ascii_lowercase().as_str() {
+            "host" => has_host = true,
+            "user-agent" => has_agent = true,
+            "accept" => has_accept = true,
+            _ => {}
+        }
+        req.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    if !has_host {
+        req.push_str(&format!("Host: {host_port}\r\n"));
+    }
+    if !has_agent {
+        req.push_str("User-Agent: kube-probe/1.33\r\n");
+    }
+    if !has_accept {
+        req.push_str("Accept: */*\r\n");
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        _ => Err(format!("malformed HTTP response {line:?}")),
+    }
+}
+
+/// An HTTP/1.1 GET (over TLS when `https`, without verifying the server) with a deadline; returns the
+/// status code, which is all a kubelet probe or hook needs.
 pub async fn http_get(
+    https: bool,
     host: &str,
     port: u16,
     path: &str,
@@ -90,59 +199,144 @@ pub async fn http_get(
     timeout: Duration,
 ) -> Result<u16, String> {
     let host_port = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let path = if path.is_empty() { "/".to_string() } else if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-    let url = format!("http://{host_port}{path}");
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let url = format!("{}://{host_port}{path}", if https { "https" } else { "http" });
     let fut = async {
-        let mut stream = tokio::net::TcpStream::connect(&host_port)
+        let stream = tokio::net::TcpStream::connect(&host_port)
             .await
             .map_err(|e| format!("Get {url:?}: dial tcp {host_port}: {e}"))?;
-        let mut req = format!("GET {path} HTTP/1.1\r\n");
-        let mut has_host = false;
-        let mut has_agent = false;
-        let mut has_accept = false;
-        for h in headers {
-            match h.name.to_ascii_lowercase().as_str() {
-                "host" => has_host = true,
-                "user-agent" => has_agent = true,
-                "accept" => has_accept = true,
-                _ => {}
-            }
-            req.push_str(&format!("{}: {}\r\n", h.name, h.value));
-        }
-        if !has_host {
-            req.push_str(&format!("Host: {host_port}\r\n"));
-        }
-        if !has_agent {
-            req.push_str("User-Agent: kube-probe/1.33\r\n");
-        }
-        if !has_accept {
-            req.push_str("Accept: */*\r\n");
-        }
-        req.push_str("Connection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.map_err(|e| format!("Get {url:?}: {e}"))?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("Get {url:?}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.lines().next().unwrap_or("");
-        let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
-            (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
-            _ => Err(format!("Get {url:?}: malformed HTTP response {line:?}")),
-        }
+        let result = if https {
+            let tls = tls_connect(stream, host).await.map_err(|e| format!("Get {url:?}: {e}"))?;
+            get_over(tls, &host_port, &path, headers).await
+        } else {
+            get_over(stream, &host_port, &path, headers).await
+        };
+        result.map_err(|e| format!("Get {url:?}: {e}"))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-        )),
+        Err(_) => {
+            Err(format!("Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"))
+        }
     }
+}
+
+/// `grpc.health.v1.HealthCheckResponse.ServingStatus` names.
+fn serving_status_name(status: u64) -> &'static str {
+    match status {
+        0 => "UNKNOWN",
+        1 => "SERVING",
+        2 => "NOT_SERVING",
+        3 => "SERVICE_UNKNOWN",
+        _ => "UNRECOGNIZED",
+    }
+}
+
+/// Reads one protobuf varint.
+fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// `grpc.health.v1.Health/Check` over HTTP/2 without TLS, as upstream's gRPC probe: returns the serving
+/// status (1 = SERVING).
+pub async fn grpc_health_check(host: &str, port: u16, service: &str, timeout: Duration) -> Result<u64, String> {
+    use http_body_util::BodyExt;
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("timeout: failed to connect service {addr:?} within {}s: {e}", timeout.as_secs()))?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| format!("failed to connect service {addr:?}: {e}"))?;
+        tokio::spawn(conn);
+        let mut msg = Vec::new();
+        if !service.is_empty() {
+            msg.push(0x0a);
+            let mut len = service.len() as u64;
+            loop {
+                let b = (len & 0x7f) as u8;
+                len >>= 7;
+                if len == 0 {
+                    msg.push(b);
+                    break;
+                }
+                msg.push(b | 0x80);
+            }
+            msg.extend_from_slice(service.as_bytes());
+        }
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend_from_slice(&msg);
+        let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("user-agent", "kube-probe/1.33")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("health rpc failed: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.map_err(|e| format!("health rpc failed: {e}"))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        let grpc_status = trailers
+            .get("grpc-status")
+            .or_else(|| parts.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if grpc_status != "0" {
+            let message = trailers
+                .get("grpc-message")
+                .or_else(|| parts.headers.get("grpc-message"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            return Err(format!("health rpc did not complete; code = {grpc_status}, desc = {message}"));
+        }
+        // One length-prefixed message: field 1 (varint) is the status; absent means UNKNOWN.
+        let msg = data.get(5..).unwrap_or_default();
+        let mut i = 0;
+        let mut status = 0;
+        while i < msg.len() {
+            let (tag, n) = read_varint(&msg[i..]).ok_or("malformed health response")?;
+            i += n;
+            match tag & 7 {
+                0 => {
+                    let (v, n) = read_varint(&msg[i..]).ok_or("malformed health response")?;
+                    i += n;
+                    if tag >> 3 == 1 {
+                        status = v;
+                    }
+                }
+                2 => {
+                    let (len, n) = read_varint(&msg[i..]).ok_or("malformed health response")?;
+                    i += n + len as usize;
+                }
+                _ => return Err("malformed health response".into()),
+            }
+        }
+        Ok(status)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| Err(format!("timeout: health rpc did not complete within {}s", timeout.as_secs())))
 }
 
 /// Runs one probe: the result and its output (for the event).
@@ -172,9 +366,7 @@ async fn run_probe(
         };
     }
     if let Some(http) = &probe.http_get {
-        if http.scheme.as_deref() == Some("HTTPS") {
-            return (ProbeResult::Failure, "HTTPS probes are not supported by this kubelet yet".into());
-        }
+        let https = http.scheme.as_deref() == Some("HTTPS");
         let port = match resolve_port(&http.port, container) {
             Ok(p) => p,
             Err(e) => return (ProbeResult::Failure, e),
@@ -182,7 +374,7 @@ async fn run_probe(
         let host = http.host.clone().filter(|h| !h.is_empty()).or_else(|| pod_ip.map(|ip| ip.to_string()));
         let Some(host) = host else { return (ProbeResult::Failure, "the pod has no IP address yet".into()) };
         let headers = http.http_headers.clone().unwrap_or_default();
-        return match http_get(&host, port, http.path.as_deref().unwrap_or("/"), &headers, timeout).await {
+        return match http_get(https, &host, port, http.path.as_deref().unwrap_or("/"), &headers, timeout).await {
             Ok(code) if (200..400).contains(&code) => (ProbeResult::Success, String::new()),
             Ok(code) => (ProbeResult::Failure, format!("HTTP probe failed with statuscode: {code}")),
             Err(e) => (ProbeResult::Failure, e),
@@ -202,8 +394,19 @@ async fn run_probe(
             Err(_) => (ProbeResult::Failure, format!("dial tcp {addr}: i/o timeout")),
         };
     }
-    if probe.grpc.is_some() {
-        return (ProbeResult::Failure, "gRPC probes are not supported by this kubelet yet".into());
+    if let Some(grpc) = &probe.grpc {
+        let Ok(port) = u16::try_from(grpc.port) else {
+            return (ProbeResult::Failure, format!("invalid port number: {}", grpc.port));
+        };
+        let Some(ip) = pod_ip else { return (ProbeResult::Failure, "the pod has no IP address yet".into()) };
+        let service = grpc.service.clone().unwrap_or_default();
+        return match grpc_health_check(&ip.to_string(), port, &service, timeout).await {
+            Ok(1) => (ProbeResult::Success, String::new()),
+            Ok(status) => {
+                (ProbeResult::Failure, format!("service unhealthy (responded with {:?})", serving_status_name(status)))
+            }
+            Err(e) => (ProbeResult::Failure, e),
+        };
     }
     (ProbeResult::Failure, "the probe has no handler".into())
 }
@@ -310,7 +513,13 @@ impl ProbeManager {
                 failures += 1;
                 successes = 0;
                 self.recorder
-                    .event(&pod, Some(&container.name), WARNING, "Unhealthy", format!("{} probe failed: {output}", kind.name()))
+                    .event(
+                        &pod,
+                        Some(&container.name),
+                        WARNING,
+                        "Unhealthy",
+                        format!("{} probe failed: {output}", kind.name()),
+                    )
                     .await;
             }
             let new = if successes >= success_threshold {
@@ -400,11 +609,83 @@ mod tests {
             }
         });
         let t = Duration::from_secs(5);
-        assert_eq!(http_get("127.0.0.1", port, "/healthz", &[], t).await, Ok(200));
-        assert_eq!(http_get("127.0.0.1", port, "healthz", &[], t).await, Ok(503));
+        assert_eq!(http_get(false, "127.0.0.1", port, "/healthz", &[], t).await, Ok(200));
+        assert_eq!(http_get(false, "127.0.0.1", port, "healthz", &[], t).await, Ok(503));
         server.await.unwrap();
-        let closed = http_get("127.0.0.1", port, "/", &[], t).await.unwrap_err();
+        let closed = http_get(false, "127.0.0.1", port, "/", &[], t).await.unwrap_err();
         assert!(closed.contains("dial tcp"), "{closed}");
+    }
+
+    #[tokio::test]
+    async fn https_get_skips_certificate_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = skiff_pki::Ca::load_or_create(dir.path()).unwrap();
+        let (certs, key) =
+            ca.issue_serving(dir.path(), "probe", &["127.0.0.1".to_string()]).unwrap().load_der().unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /ready HTTP/1.1\r\n"));
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            s.shutdown().await.unwrap();
+        });
+        assert_eq!(http_get(true, "127.0.0.1", port, "/ready", &[], Duration::from_secs(5)).await, Ok(204));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn grpc_health_check_reads_the_serving_status() {
+        use http_body_util::{BodyExt, StreamBody};
+        use hyper::body::Frame;
+        use std::convert::Infallible;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let service = String::from_utf8_lossy(body.get(7..).unwrap_or_default()).to_string();
+                        let status: u8 = if service == "sick" { 2 } else { 1 };
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let frames = vec![
+                            Ok::<_, Infallible>(Frame::data(bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(StreamBody::new(futures::stream::iter(frames)))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let t = Duration::from_secs(5);
+        assert_eq!(grpc_health_check("127.0.0.1", port, "", t).await, Ok(1));
+        assert_eq!(grpc_health_check("127.0.0.1", port, "sick", t).await, Ok(2));
+        server.abort();
+        let _ = server.await;
+        let err = grpc_health_check("127.0.0.1", port, "", t).await.unwrap_err();
+        assert!(err.contains("failed to connect"), "{err}");
     }
 
     #[test]

@@ -66,12 +66,8 @@ pub async fn run(config: KubeletConfig, deps: Deps, shutdown: CancellationToken)
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     }
     let config = Arc::new(config);
-    let kubelet_version = deps
-        .client
-        .apiserver_version()
-        .await
-        .map_err(|e| Error::api("read the API server's version", e))?
-        .git_version;
+    let kubelet_version =
+        deps.client.apiserver_version().await.map_err(|e| Error::api("read the API server's version", e))?.git_version;
     node_status::register(&deps.client, &config).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(node_status::run(

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -50,9 +50,10 @@ pub fn qos_class(pod: &Pod) -> &'static str {
         for (k, v) in &limits {
             requests.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let relevant = |m: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-            m.iter().filter(|(k, q)| (k.as_str() == "cpu" || k.as_str() == "memory") && !is_zero(&q.0)).count()
-        };
+        let relevant =
+            |m: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+                m.iter().filter(|(k, q)| (k.as_str() == "cpu" || k.as_str() == "memory") && !is_zero(&q.0)).count()
+            };
         if relevant(&requests) > 0 || relevant(&limits) > 0 {
             any = true;
         }
@@ -93,7 +94,9 @@ fn same_quantity(resource: &str, a: &str, b: &str) -> bool {
 /// Reads a container's termination message: its `terminationMessagePath` file (up to 4 KiB), else with
 /// `FallbackToLogsOnError` and a failure, the last 80 lines (at most 2 KiB) of its log.
 pub fn termination_message(host_file: &Path, container: &Container, status: &cri::ContainerStatus) -> String {
-    let mut message = std::fs::read(host_file).map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).to_string()).unwrap_or_default();
+    let mut message = std::fs::read(host_file)
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).to_string())
+        .unwrap_or_default();
     if message.is_empty()
         && container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
         && status.exit_code.unwrap_or(0) != 0
@@ -152,7 +155,11 @@ fn terminated(c: &cri::ContainerStatus, messages: &HashMap<String, String>) -> C
     } else {
         "Error".into()
     };
-    let message = messages.get(&c.id).cloned().filter(|m| !m.is_empty()).or_else(|| Some(c.message.clone()).filter(|m| !m.is_empty()));
+    let message = messages
+        .get(&c.id)
+        .cloned()
+        .filter(|m| !m.is_empty())
+        .or_else(|| Some(c.message.clone()).filter(|m| !m.is_empty()));
     ContainerState {
         terminated: Some(ContainerStateTerminated {
             exit_code: code,
@@ -177,13 +184,19 @@ fn waiting(reason: &str, message: &str) -> ContainerState {
     }
 }
 
-fn container_statuses(input: &StatusInput, containers: &[Container], default_reason: &str, init: bool) -> Vec<ContainerStatus> {
+fn container_statuses(
+    input: &StatusInput,
+    containers: &[Container],
+    default_reason: &str,
+    init: bool,
+) -> Vec<ContainerStatus> {
     let mut out = Vec::new();
     for spec in containers {
         let instances = input.runtime.instances(&spec.name);
         let latest = instances.first().copied();
         let previous = instances.get(1).copied();
-        let previous_terminated = previous.filter(|p| p.state == RtState::Exited).map(|p| terminated(p, input.messages));
+        let previous_terminated =
+            previous.filter(|p| p.state == RtState::Exited).map(|p| terminated(p, input.messages));
         let (state, last_state) = match (input.waiting.get(&spec.name), latest) {
             (Some((reason, message)), Some(l)) if l.state == RtState::Exited => {
                 (waiting(reason, message), Some(terminated(l, input.messages)))
@@ -245,7 +258,8 @@ pub fn phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -> &'
             Some(t) if t.exit_code == 0 => {}
             Some(_) if policy == "Never" => return "Failed",
             _ => {
-                let failed_last = st.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_some_and(|t| t.exit_code != 0);
+                let failed_last =
+                    st.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_some_and(|t| t.exit_code != 0);
                 if state.waiting.is_some() && failed_last && policy == "Never" {
                     return "Failed";
                 }
@@ -321,8 +335,9 @@ pub fn generate(input: &StatusInput) -> PodStatus {
         .filter(|(s, st)| if is_sidecar(s) { !st.started.unwrap_or(false) } else { !st.ready })
         .map(|(s, _)| s.name.clone())
         .collect();
-    let initialized = incomplete.is_empty() || matches!(phase.as_str(), "Running" | "Succeeded")
-        && old.conditions.iter().flatten().any(|c| c.type_ == "Initialized" && c.status == "True");
+    let initialized = incomplete.is_empty()
+        || matches!(phase.as_str(), "Running" | "Succeeded")
+            && old.conditions.iter().flatten().any(|c| c.type_ == "Initialized" && c.status == "True");
     let unready: Vec<String> = init_specs
         .iter()
         .zip(&init)
@@ -420,7 +435,10 @@ mod tests {
             ..Default::default()
         });
         Pod {
-            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), resources, ..Default::default() }], ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container { name: "c".into(), resources, ..Default::default() }],
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -430,7 +448,10 @@ mod tests {
         assert_eq!(qos_class(&pod_with(None)), "BestEffort");
         assert_eq!(qos_class(&pod_with(Some((&[("cpu", "100m")], &[])))), "Burstable");
         assert_eq!(qos_class(&pod_with(Some((&[], &[("cpu", "1"), ("memory", "64Mi")])))), "Guaranteed");
-        assert_eq!(qos_class(&pod_with(Some((&[("cpu", "1000m")], &[("cpu", "1"), ("memory", "64Mi")])))), "Guaranteed");
+        assert_eq!(
+            qos_class(&pod_with(Some((&[("cpu", "1000m")], &[("cpu", "1"), ("memory", "64Mi")])))),
+            "Guaranteed"
+        );
         assert_eq!(qos_class(&pod_with(Some((&[("cpu", "500m")], &[("cpu", "1"), ("memory", "64Mi")])))), "Burstable");
     }
 

@@ -57,9 +57,15 @@ impl Harness {
     }
 
     fn start_kubelet(&self) -> Kubelet {
+        self.start_kubelet_with(|_| {})
+    }
+
+    fn start_kubelet_with(&self, change: impl FnOnce(&mut KubeletConfig)) -> Kubelet {
         let shutdown = CancellationToken::new();
         let deps = Deps { client: self.client.clone(), runtime: self.fake.clone(), images: self.fake.clone() };
-        let task = tokio::spawn(skiff_kubelet::run(config(self.dir.path()), deps, shutdown.clone()));
+        let mut config = config(self.dir.path());
+        change(&mut config);
+        let task = tokio::spawn(skiff_kubelet::run(config, deps, shutdown.clone()));
         Kubelet { shutdown, task }
     }
 
@@ -162,7 +168,8 @@ async fn node_registers_with_capacity_and_conditions_and_the_lease_renews() {
     }
     assert!(status.allocatable.unwrap().contains_key("memory"));
     let conditions = status.conditions.unwrap();
-    for (t, s) in [("Ready", "True"), ("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")] {
+    for (t, s) in [("Ready", "True"), ("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")]
+    {
         let c = conditions.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("condition {t}"));
         assert_eq!(c.status, s, "{t}");
         assert!(c.last_heartbeat_time.is_some() && c.last_transition_time.is_some());
@@ -210,7 +217,9 @@ async fn a_pod_runs_with_ready_condition_and_container_statuses() {
     let kubelet = h.start_kubelet();
     h.create_pod(pod("web", json!([{ "name": "app", "image": "busybox:1.36" }]))).await;
     let p = h
-        .wait_pod("web", "Running and Ready", |p| phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True"))
+        .wait_pod("web", "Running and Ready", |p| {
+            phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+        })
         .await;
     let status = p.status.clone().unwrap();
     for t in ["PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
@@ -267,13 +276,16 @@ async fn a_failing_container_goes_to_crash_loop_back_off_with_growing_delays() {
     let kubelet = h.start_kubelet();
     h.create_pod(pod("crasher", json!([{ "name": "crash", "image": "busybox:1.36" }]))).await;
     let p = h
-        .wait_pod("crasher", "CrashLoopBackOff", |p| waiting_reason(cs(p, "crash")).as_deref() == Some("CrashLoopBackOff"))
+        .wait_pod("crasher", "CrashLoopBackOff", |p| {
+            waiting_reason(cs(p, "crash")).as_deref() == Some("CrashLoopBackOff")
+        })
         .await;
     let uid = p.metadata.uid.clone().unwrap();
     let c = cs(&p, "crash").unwrap();
     let message = c.state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone().unwrap();
     assert!(
-        message.starts_with("back-off ") && message.ends_with(&format!("restarting failed container=crash pod=crasher_default({uid})")),
+        message.starts_with("back-off ")
+            && message.ends_with(&format!("restarting failed container=crash pod=crasher_default({uid})")),
         "{message}"
     );
     let last = c.last_state.as_ref().unwrap().terminated.as_ref().expect("lastState is terminated");
@@ -308,7 +320,11 @@ async fn a_failed_liveness_probe_restarts_the_container() {
     let p = h.wait_pod("live", "Running", |p| phase(p) == "Running").await;
     let uid = p.metadata.uid.clone().unwrap();
     assert_eq!(h.fake.start_count(&uid, "app"), 1);
-    h.fake.set_exec_result("app", &["check"], Ok(ExecSyncResult { exit_code: 1, stdout: b"unhealthy".to_vec(), ..Default::default() }));
+    h.fake.set_exec_result(
+        "app",
+        &["check"],
+        Ok(ExecSyncResult { exit_code: 1, stdout: b"unhealthy".to_vec(), ..Default::default() }),
+    );
     let p = h.wait_pod("live", "a restart", |p| cs(p, "app").is_some_and(|c| c.restart_count >= 1)).await;
     h.wait_event("live", "Unhealthy", "Liveness probe failed: unhealthy").await;
     h.wait_event("live", "Killing", "Container app failed liveness probe, will be restarted").await;
@@ -384,7 +400,8 @@ async fn a_pull_failure_shows_err_image_pull_then_image_pull_back_off() {
         .await;
     recorder.abort();
     let seen = seen.lock().unwrap().clone();
-    let first_err = seen.iter().position(|(r, _)| r == "ErrImagePull").unwrap_or_else(|| panic!("ErrImagePull seen: {seen:?}"));
+    let first_err =
+        seen.iter().position(|(r, _)| r == "ErrImagePull").unwrap_or_else(|| panic!("ErrImagePull seen: {seen:?}"));
     let first_backoff = seen.iter().position(|(r, _)| r == "ImagePullBackOff").unwrap_or(usize::MAX);
     assert!(first_err < first_backoff, "{seen:?}");
     let message = seen[first_err].1.clone();
@@ -404,8 +421,11 @@ async fn a_pull_failure_shows_err_image_pull_then_image_pull_back_off() {
 async fn deleting_a_pod_stops_and_removes_everything() {
     let h = Harness::new().await;
     let kubelet = h.start_kubelet();
-    let mut spec = pod("doomed", json!([{ "name": "app", "image": "busybox:1.36",
-        "lifecycle": { "preStop": { "exec": { "command": ["drain"] } } } }]));
+    let mut spec = pod(
+        "doomed",
+        json!([{ "name": "app", "image": "busybox:1.36",
+        "lifecycle": { "preStop": { "exec": { "command": ["drain"] } } } }]),
+    );
     spec["spec"]["terminationGracePeriodSeconds"] = json!(30);
     h.create_pod(spec).await;
     h.wait_pod("doomed", "Running", |p| phase(p) == "Running").await;
@@ -442,7 +462,12 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_orphans() {
     // A sandbox of a pod that no longer exists.
     let orphan = h
         .fake
-        .run_pod_sandbox(&PodSandboxConfig { name: "ghost".into(), namespace: "default".into(), uid: "ghost-uid".into(), ..Default::default() })
+        .run_pod_sandbox(&PodSandboxConfig {
+            name: "ghost".into(),
+            namespace: "default".into(),
+            uid: "ghost-uid".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
 
@@ -462,8 +487,10 @@ async fn a_restarted_kubelet_adopts_running_containers_and_removes_orphans() {
     assert_eq!(cs(&p, "app").unwrap().container_id, container_id);
     let running = h.fake.containers().into_iter().find(|c| Some(format!("skiff://{}", c.id)) == container_id).unwrap();
     h.fake.exit_container(&running.id, 0);
-    h.wait_pod("keeper", "restarted by the new kubelet", |p| cs(p, "app").is_some_and(|c| c.restart_count == 1 && c.state.as_ref().is_some_and(|s| s.running.is_some())))
-        .await;
+    h.wait_pod("keeper", "restarted by the new kubelet", |p| {
+        cs(p, "app").is_some_and(|c| c.restart_count == 1 && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await;
     assert_eq!(h.fake.start_count(&uid, "app"), 2);
     second.stop().await;
 }
@@ -485,7 +512,8 @@ async fn never_and_on_failure_pods_finish_with_a_terminal_phase() {
     let t = cs(&p, "ok").unwrap().state.clone().unwrap().terminated.unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
     assert!(t.started_at.is_some() && t.finished_at.is_some());
-    let ready = p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").cloned().unwrap();
+    let ready =
+        p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").cloned().unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
 
     let p = h.wait_pod("failed", "Failed", |p| phase(p) == "Failed").await;
@@ -498,7 +526,12 @@ async fn never_and_on_failure_pods_finish_with_a_terminal_phase() {
     // A finished pod's sandbox is stopped; its exited container stays for status and logs.
     let mut stopped = false;
     for _ in 0..200 {
-        if h.fake.sandboxes().iter().filter(|s| s.uid == uid).all(|s| s.state == skiff_runtime::cri::SandboxState::NotReady) {
+        if h.fake
+            .sandboxes()
+            .iter()
+            .filter(|s| s.uid == uid)
+            .all(|s| s.state == skiff_runtime::cri::SandboxState::NotReady)
+        {
             stopped = true;
             break;
         }
@@ -533,7 +566,9 @@ async fn config_and_start_errors_show_as_waiting_reasons() {
     // The runtime's start error, then the restart back-off.
     h.wait_event("unstartable", "Failed", "executable file not found").await;
     let p = h
-        .wait_pod("unstartable", "CrashLoopBackOff", |p| waiting_reason(cs(p, "boom")).as_deref() == Some("CrashLoopBackOff"))
+        .wait_pod("unstartable", "CrashLoopBackOff", |p| {
+            waiting_reason(cs(p, "boom")).as_deref() == Some("CrashLoopBackOff")
+        })
         .await;
     let last = cs(&p, "boom").unwrap().last_state.clone().unwrap().terminated.unwrap();
     assert_eq!(last.reason.as_deref(), Some("StartError"));
@@ -544,7 +579,11 @@ async fn config_and_start_errors_show_as_waiting_reasons() {
 #[tokio::test]
 async fn a_sidecar_keeps_running_beside_the_app_and_a_failed_post_start_hook_kills() {
     let h = Harness::new().await;
-    h.fake.set_exec_result("hooked", &["hook"], Ok(ExecSyncResult { exit_code: 2, stderr: b"no".to_vec(), ..Default::default() }));
+    h.fake.set_exec_result(
+        "hooked",
+        &["hook"],
+        Ok(ExecSyncResult { exit_code: 2, stderr: b"no".to_vec(), ..Default::default() }),
+    );
     let kubelet = h.start_kubelet();
     let mut spec = pod("sidecar", json!([{ "name": "app", "image": "busybox:1.36" }]));
     spec["spec"]["initContainers"] = json!([{ "name": "proxy", "image": "busybox:1.36", "restartPolicy": "Always" }]);
@@ -562,7 +601,24 @@ async fn a_sidecar_keeps_running_beside_the_app_and_a_failed_post_start_hook_kil
     ))
     .await;
     h.wait_event("hook", "FailedPostStartHook", "exited with 2").await;
-    let p = h.wait_pod("hook", "a restart after the failed hook", |p| cs(p, "hooked").is_some_and(|c| c.restart_count >= 1)).await;
+    let p = h
+        .wait_pod("hook", "a restart after the failed hook", |p| cs(p, "hooked").is_some_and(|c| c.restart_count >= 1))
+        .await;
     assert_eq!(phase(&p), "Running");
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn pods_beyond_max_pods_are_rejected_with_out_of_pods() {
+    let h = Harness::new().await;
+    let kubelet = h.start_kubelet_with(|c| c.max_pods = 1);
+    h.create_pod(pod("first", json!([{ "name": "app", "image": "busybox:1.36" }]))).await;
+    h.wait_pod("first", "Running", |p| phase(p) == "Running").await;
+    let second = h.create_pod(pod("second", json!([{ "name": "app", "image": "busybox:1.36" }]))).await;
+    let p = h.wait_pod("second", "Failed", |p| phase(p) == "Failed").await;
+    let status = p.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+    assert!(status.message.unwrap().contains("Node didn't have enough resource: pods"));
+    assert_eq!(h.fake.start_count(second.metadata.uid.as_deref().unwrap(), "app"), 0);
     kubelet.stop().await;
 }

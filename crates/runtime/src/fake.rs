@@ -100,7 +100,12 @@ impl FakeRuntime {
         let id = format!("sha256:{:064x}", s.images.len() + 1);
         s.images.insert(
             key.clone(),
-            Image { id, repo_tags: vec![key.clone()], repo_digests: vec![format!("{key}@sha256:{:064x}", 7)], size: 1024 },
+            Image {
+                id,
+                repo_tags: vec![key.clone()],
+                repo_digests: vec![format!("{key}@sha256:{:064x}", 7)],
+                size: 1024,
+            },
         );
     }
 
@@ -264,7 +269,12 @@ impl RuntimeService for FakeRuntime {
         Ok(self.sandboxes())
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, _sandbox: &PodSandboxConfig) -> Result<String> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        _sandbox: &PodSandboxConfig,
+    ) -> Result<String> {
         let mut s = self.lock();
         match s.sandboxes.get(sandbox_id) {
             Some(sb) if sb.status.state == SandboxState::Ready => {}
@@ -304,7 +314,9 @@ impl RuntimeService for FakeRuntime {
             return Err(not_found("container", container_id));
         };
         if c.status.state != ContainerState::Created {
-            return Err(RuntimeError::StartContainer(format!("container {container_id:?} is not in the created state")));
+            return Err(RuntimeError::StartContainer(format!(
+                "container {container_id:?} is not in the created state"
+            )));
         }
         let name = c.status.name.clone();
         let uid = c.status.labels.get(labels::POD_UID).cloned().unwrap_or_default();
@@ -462,7 +474,15 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.set_behaviour("app", Behaviour::ExitAfter(Duration::ZERO, 3));
         let sb = rt.run_pod_sandbox(&PodSandboxConfig { uid: "u1".into(), ..Default::default() }).await.unwrap();
-        assert!(rt.create_container(&sb, &ContainerConfig { image: "busybox".into(), ..Default::default() }, &Default::default()).await.is_err());
+        assert!(
+            rt.create_container(
+                &sb,
+                &ContainerConfig { image: "busybox".into(), ..Default::default() },
+                &Default::default()
+            )
+            .await
+            .is_err()
+        );
         rt.pull_image("busybox", None).await.unwrap();
         let mut labels = BTreeMap::new();
         labels.insert(labels::POD_UID.to_string(), "u1".to_string());
@@ -486,7 +506,11 @@ mod tests {
         rt.add_image("busybox");
         let sb = rt.run_pod_sandbox(&PodSandboxConfig::default()).await.unwrap();
         let id = rt
-            .create_container(&sb, &ContainerConfig { name: "c".into(), image: "busybox".into(), ..Default::default() }, &Default::default())
+            .create_container(
+                &sb,
+                &ContainerConfig { name: "c".into(), image: "busybox".into(), ..Default::default() },
+                &Default::default(),
+            )
             .await
             .unwrap();
         rt.start_container(&id).await.unwrap();

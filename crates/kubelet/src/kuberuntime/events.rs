@@ -37,7 +37,14 @@ impl Recorder {
 
     /// Records an event about `pod` (and one of its containers when `container` is set). Failures are
     /// logged: events are best effort, as upstream's.
-    pub async fn event(&self, pod: &Pod, container: Option<&str>, type_: &str, reason: &str, message: impl Into<String>) {
+    pub async fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        type_: &str,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let message = message.into();
         let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -67,7 +74,6 @@ impl Recorder {
                 uid: Some(uid),
                 resource_version: pod.metadata.resource_version.clone(),
                 field_path,
-    
             },
             reason: Some(reason.into()),
             message: Some(message),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::Client;
 use skiff_runtime::cri::{
-    labels, ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, RuntimeService,
-    SandboxState,
+    ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
+    labels,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use crate::probes::ProbeManager;
 use crate::run::Deps;
 use crate::status;
 use crate::volumes::{MountedVolumes, VolumeManager};
-use events::{Recorder, NORMAL, WARNING};
+use events::{NORMAL, Recorder, WARNING};
 
 /// The shortest grace period a container is stopped with (upstream's `minimumGracePeriodInSeconds`).
 const MIN_GRACE: Duration = Duration::from_secs(2);

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodIP};
-use skiff_runtime::cri::{self, labels, ContainerState, ContainerStatus, SandboxState};
+use skiff_runtime::cri::{self, ContainerState, ContainerStatus, SandboxState, labels};
 
 use super::events::{NORMAL, WARNING};
-use super::{find_container, grace_period, pod_uid, Kubelet, PodRuntime, PodState};
+use super::{Kubelet, PodRuntime, PodState, find_container, grace_period, pod_uid};
 use crate::backoff::go_duration;
-use crate::container_config::{annotations, container_hash, container_config, sandbox_config};
+use crate::container_config::{annotations, container_config, container_hash, sandbox_config};
 use crate::status::{is_sidecar, restart_policy};
 
 /// Keeps the soonest of the wake-ups asked for during a sync.
@@ -49,16 +49,16 @@ impl Kubelet {
         }
         let Some(spec) = &pod.spec else { return false };
         let init_failed = spec.init_containers.iter().flatten().filter(|c| !is_sidecar(c)).any(|c| {
-            rt.latest(&c.name)
-                .is_some_and(|l| l.state == ContainerState::Exited && l.exit_code.unwrap_or(0) != 0 && policy == "Never")
+            rt.latest(&c.name).is_some_and(|l| {
+                l.state == ContainerState::Exited && l.exit_code.unwrap_or(0) != 0 && policy == "Never"
+            })
         });
         if init_failed {
             return true;
         }
         spec.containers.iter().all(|c| {
-            rt.latest(&c.name).is_some_and(|l| {
-                l.state == ContainerState::Exited && !should_restart(policy, l.exit_code.unwrap_or(0))
-            })
+            rt.latest(&c.name)
+                .is_some_and(|l| l.state == ContainerState::Exited && !should_restart(policy, l.exit_code.unwrap_or(0)))
         })
     }
 
@@ -77,7 +77,8 @@ impl Kubelet {
         };
         let grace = grace_period(pod);
 
-        let terminal = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"));
+        let terminal =
+            matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"));
         if terminal || self.pod_finished(pod, &rt) {
             // Sidecars end with the pod; the sandbox is stopped, the exited containers kept for status and logs.
             for c in rt.running() {
@@ -131,7 +132,13 @@ impl Kubelet {
                         return None;
                     }
                     self.recorder
-                        .event(pod, None, NORMAL, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+                        .event(
+                            pod,
+                            None,
+                            NORMAL,
+                            "SandboxChanged",
+                            "Pod sandbox changed, it will be killed and re-created.",
+                        )
                         .await;
                     for c in rt.running() {
                         self.kill_container(pod, c, grace, None, false).await;
@@ -145,7 +152,13 @@ impl Kubelet {
                     Ok(id) => id,
                     Err(e) => {
                         self.recorder
-                            .event(pod, None, WARNING, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"))
+                            .event(
+                                pod,
+                                None,
+                                WARNING,
+                                "FailedCreatePodSandBox",
+                                format!("Failed to create pod sandbox: {e}"),
+                            )
                             .await;
                         return Some(retry);
                     }
@@ -174,8 +187,14 @@ impl Kubelet {
         let mut restart_now: Vec<String> = Vec::new();
         for c in rt.running().cloned().collect::<Vec<_>>() {
             let Some(spec) = find_container(pod, &c.name) else {
-                self.kill_container(pod, &c, grace, Some(format!("Stopping container {} not in the pod's spec", c.name)), true)
-                    .await;
+                self.kill_container(
+                    pod,
+                    &c,
+                    grace,
+                    Some(format!("Stopping container {} not in the pod's spec", c.name)),
+                    true,
+                )
+                .await;
                 continue;
             };
             let message = if let Some(kind) = self.probes.failed(&c.id) {
@@ -207,7 +226,8 @@ impl Kubelet {
                 let started = match &latest {
                     Some(l) if l.state == ContainerState::Running => self.probes.started(&l.id, c),
                     _ => {
-                        let ok = self.start_container(&target, c, latest.as_ref(), &rt, st, &mut wake, &restart_now).await;
+                        let ok =
+                            self.start_container(&target, c, latest.as_ref(), &rt, st, &mut wake, &restart_now).await;
                         ok && c.startup_probe.is_none()
                     }
                 };
@@ -300,7 +320,10 @@ impl Kubelet {
                     name.to_string(),
                     (
                         "CrashLoopBackOff".into(),
-                        format!("back-off {} restarting failed container={name} pod={pod_name}_{ns}({uid})", go_duration(delay)),
+                        format!(
+                            "back-off {} restarting failed container={name} pod={pod_name}_{ns}({uid})",
+                            go_duration(delay)
+                        ),
                     ),
                 );
                 self.recorder
