@@ -631,6 +631,59 @@ impl Drop for TestRegistry {
     }
 }
 
+/// A TCP server on 127.0.0.1 that accepts connections and never says a word: a registry that hangs. The
+/// connections are held until the server is dropped.
+pub struct SilentServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentServer {
+    pub fn start() -> Result<SilentServer, TestingError> {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(io_ctx("failed to listen on 127.0.0.1"))?;
+        let port = listener
+            .local_addr()
+            .map_err(io_ctx("failed to read the listening address"))?
+            .port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    held.push(c);
+                }
+            }
+        });
+        Ok(SilentServer {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The status code of a plain HTTP GET to 127.0.0.1:`port` (a tiny client: enough for readiness checks).
 fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;

@@ -9,7 +9,9 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use skiff_runtime::cri::{ImageService, RegistryAuth, RuntimeError};
 use skiff_runtime::image::{ImageStore, Images, PullOptions, RegistriesConfig};
-use skiff_runtime::testing::{ManifestFormat, TestImage, TestRegistry, busybox_image};
+use skiff_runtime::testing::{
+    ManifestFormat, SilentServer, TestImage, TestRegistry, busybox_image,
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -53,8 +55,15 @@ fn assert_stored(store: &ImageStore, name: &str, image: &TestImage) {
         .unwrap_or_else(|| panic!("{name} is not in the store: {:?}", store.list()));
     assert_eq!(resolved.layers.len(), 1);
     let busybox = std::fs::read(resolved.layers[0].join("bin/busybox")).unwrap();
-    assert_eq!(busybox, std::fs::read(skiff_runtime::testing::BUSYBOX).unwrap());
-    let row = store.list().into_iter().find(|r| r.name == resolved.name).unwrap();
+    assert_eq!(
+        busybox,
+        std::fs::read(skiff_runtime::testing::BUSYBOX).unwrap()
+    );
+    let row = store
+        .list()
+        .into_iter()
+        .find(|r| r.name == resolved.name)
+        .unwrap();
     assert_eq!(row.config_digest, image.config_digest);
 }
 
@@ -69,9 +78,17 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 async fn pulls_oci_and_docker_v2s2_manifests_from_a_local_registry() {
     let f = fixture();
     let registry = TestRegistry::start().unwrap();
-    let oci = registry.push(&f.image, "busybox:1", ManifestFormat::Oci).unwrap();
-    let v2s2 = registry.push(&f.image, "busybox:1-v2s2", ManifestFormat::DockerV2S2).unwrap();
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), short_timeouts());
+    let oci = registry
+        .push(&f.image, "busybox:1", ManifestFormat::Oci)
+        .unwrap();
+    let v2s2 = registry
+        .push(&f.image, "busybox:1-v2s2", ManifestFormat::DockerV2S2)
+        .unwrap();
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::default(),
+        short_timeouts(),
+    );
 
     let id = bounded(images.pull_image(&oci, None)).await.unwrap();
     assert_eq!(id, f.image.config_digest);
@@ -80,7 +97,10 @@ async fn pulls_oci_and_docker_v2s2_manifests_from_a_local_registry() {
     assert_eq!(status.repo_tags, vec![oci.clone()]);
     // The OCI manifest is stored as pushed: same digest as the layout's.
     let repo = oci.trim_end_matches(":1");
-    assert_eq!(status.repo_digests, vec![format!("{repo}@{}", f.image.manifest_digest)]);
+    assert_eq!(
+        status.repo_digests,
+        vec![format!("{repo}@{}", f.image.manifest_digest)]
+    );
 
     let id = bounded(images.pull_image(&v2s2, None)).await.unwrap();
     assert_eq!(id, f.image.config_digest);
@@ -92,12 +112,17 @@ async fn pulls_oci_and_docker_v2s2_manifests_from_a_local_registry() {
     assert_eq!(listed[0].repo_digests.len(), 2, "{listed:?}");
 
     // The layer was unpacked once: one layer directory shared by both names.
-    let layers = std::fs::read_dir(f.store.root().join("layers")).unwrap().count();
+    let layers = std::fs::read_dir(f.store.root().join("layers"))
+        .unwrap()
+        .count();
     assert_eq!(layers, 1);
 
     // Pull by digest.
     let by_digest = format!("{repo}@{}", f.image.manifest_digest);
-    assert_eq!(bounded(images.pull_image(&by_digest, None)).await.unwrap(), f.image.config_digest);
+    assert_eq!(
+        bounded(images.pull_image(&by_digest, None)).await.unwrap(),
+        f.image.config_digest
+    );
     assert!(f.store.resolve(&by_digest).is_some());
 }
 
@@ -105,8 +130,14 @@ async fn pulls_oci_and_docker_v2s2_manifests_from_a_local_registry() {
 async fn a_missing_tag_is_an_image_pull_error_with_the_registry_message() {
     let f = fixture();
     let registry = TestRegistry::start().unwrap();
-    registry.push(&f.image, "busybox:1", ManifestFormat::Oci).unwrap();
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), short_timeouts());
+    registry
+        .push(&f.image, "busybox:1", ManifestFormat::Oci)
+        .unwrap();
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::default(),
+        short_timeouts(),
+    );
     let missing = format!("{}/busybox:nope", registry.host());
     match bounded(images.pull_image(&missing, None)).await {
         Err(RuntimeError::ImagePull { image, message }) => {
@@ -125,29 +156,27 @@ async fn a_missing_tag_is_an_image_pull_error_with_the_registry_message() {
     }
     assert!(f.store.list().is_empty());
     // Nothing is left staged.
-    assert_eq!(std::fs::read_dir(f.store.root().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(f.store.root().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_never_answers_times_out() {
     let f = fixture();
     // Accepts connections and holds them open without a word.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
+    let silent = SilentServer::start().unwrap();
     let options = PullOptions {
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
         ..PullOptions::default()
     };
     let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), options);
-    let result = bounded(images.pull_image(&format!("127.0.0.1:{port}/busybox:1"), None)).await;
-    holder.abort();
+    let result = bounded(images.pull_image(&format!("{}/busybox:1", silent.host()), None)).await;
+    drop(silent);
     match result {
         Err(RuntimeError::ImagePull { message, .. }) => {
             assert!(message.contains("timed out"), "{message}")
@@ -160,8 +189,12 @@ async fn a_registry_that_never_answers_times_out() {
 async fn a_registries_yaml_mirror_serves_docker_hub_names() {
     let f = fixture();
     let registry = TestRegistry::start().unwrap();
-    registry.push(&f.image, "library/busybox:mirrored", ManifestFormat::Oci).unwrap();
-    registry.push(&f.image, "rewritten/busybox:rw", ManifestFormat::DockerV2S2).unwrap();
+    registry
+        .push(&f.image, "library/busybox:mirrored", ManifestFormat::Oci)
+        .unwrap();
+    registry
+        .push(&f.image, "rewritten/busybox:rw", ManifestFormat::DockerV2S2)
+        .unwrap();
     let yaml = format!(
         "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n  quay.io:\n    endpoint: [\"http://{}\"]\n    rewrite:\n      \"^team/(.*)$\": \"rewritten/$1\"\n",
         registry.host(),
@@ -170,15 +203,22 @@ async fn a_registries_yaml_mirror_serves_docker_hub_names() {
     let config = RegistriesConfig::parse(&yaml).unwrap();
     let images = Images::with_options(f.store.clone(), config, short_timeouts());
     // `busybox:mirrored` is docker.io/library/busybox:mirrored; the mirror has it, Docker Hub is never asked.
-    let id = bounded(images.pull_image("busybox:mirrored", None)).await.unwrap();
+    let id = bounded(images.pull_image("busybox:mirrored", None))
+        .await
+        .unwrap();
     assert_eq!(id, f.image.config_digest);
     assert_stored(&f.store, "docker.io/library/busybox:mirrored", &f.image);
     // A rewrite maps quay.io/team/busybox to rewritten/busybox on the mirror.
-    bounded(images.pull_image("quay.io/team/busybox:rw", None)).await.unwrap();
+    bounded(images.pull_image("quay.io/team/busybox:rw", None))
+        .await
+        .unwrap();
     assert_stored(&f.store, "quay.io/team/busybox:rw", &f.image);
     // The mirror was really asked (with containerd's ns parameter).
     let log = registry.log();
-    assert!(log.contains("/v2/library/busybox/manifests/mirrored"), "{log}");
+    assert!(
+        log.contains("/v2/library/busybox/manifests/mirrored"),
+        "{log}"
+    );
     assert!(log.contains("/v2/rewritten/busybox/manifests/rw"), "{log}");
 }
 
@@ -191,12 +231,21 @@ async fn basic_auth_from_pull_secrets_or_registries_yaml() {
     let f = fixture();
     let registry = TestRegistry::start_with_htpasswd(&htpasswd("alice", "s3cret")).unwrap();
     registry
-        .push_with_credentials(&f.image, "private/busybox:1", ManifestFormat::Oci, Some(("alice", "s3cret")))
+        .push_with_credentials(
+            &f.image,
+            "private/busybox:1",
+            ManifestFormat::Oci,
+            Some(("alice", "s3cret")),
+        )
         .unwrap();
     let name = format!("{}/private/busybox:1", registry.host());
 
     // Anonymous: refused with the registry's word.
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), short_timeouts());
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::default(),
+        short_timeouts(),
+    );
     match bounded(images.pull_image(&name, None)).await {
         Err(RuntimeError::ImagePull { message, .. }) => {
             assert!(message.contains("unauthorized"), "{message}")
@@ -220,7 +269,9 @@ async fn basic_auth_from_pull_secrets_or_registries_yaml() {
         password: "s3cret".into(),
     };
     assert_eq!(
-        bounded(images.pull_image(&name, Some(&right))).await.unwrap(),
+        bounded(images.pull_image(&name, Some(&right)))
+            .await
+            .unwrap(),
         f.image.config_digest
     );
     assert_stored(&f.store, &name, &f.image);
@@ -231,12 +282,22 @@ async fn basic_auth_from_pull_secrets_or_registries_yaml() {
         "configs:\n  \"{}\":\n    auth:\n      username: alice\n      password: s3cret\n",
         registry.host()
     );
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::parse(&yaml).unwrap(), short_timeouts());
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::parse(&yaml).unwrap(),
+        short_timeouts(),
+    );
     assert!(
-        matches!(bounded(images.pull_image(&name, Some(&wrong))).await, Err(RuntimeError::ImagePull { .. })),
+        matches!(
+            bounded(images.pull_image(&name, Some(&wrong))).await,
+            Err(RuntimeError::ImagePull { .. })
+        ),
         "the pull secret's (wrong) credentials must be used over registries.yaml's"
     );
-    assert_eq!(bounded(images.pull_image(&name, None)).await.unwrap(), f.image.config_digest);
+    assert_eq!(
+        bounded(images.pull_image(&name, None)).await.unwrap(),
+        f.image.config_digest
+    );
     assert_stored(&f.store, &name, &f.image);
 }
 
@@ -244,8 +305,14 @@ async fn basic_auth_from_pull_secrets_or_registries_yaml() {
 async fn concurrent_pulls_of_one_image_share_one_download() {
     let f = fixture();
     let registry = TestRegistry::start().unwrap();
-    let name = registry.push(&f.image, "busybox:shared", ManifestFormat::Oci).unwrap();
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), short_timeouts());
+    let name = registry
+        .push(&f.image, "busybox:shared", ManifestFormat::Oci)
+        .unwrap();
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::default(),
+        short_timeouts(),
+    );
     let pulls: Vec<_> = (0..4)
         .map(|_| {
             let images = images.clone();
@@ -261,7 +328,11 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
     let log = registry.log();
     let gets = |path: &str| {
         log.lines()
-            .filter(|l| l.contains("response completed") && l.contains("http.request.method=GET") && l.contains(path))
+            .filter(|l| {
+                l.contains("response completed")
+                    && l.contains("http.request.method=GET")
+                    && l.contains(path)
+            })
             .count()
     };
     assert_eq!(gets("/v2/busybox/manifests/shared"), 1, "{log}");
@@ -280,10 +351,19 @@ async fn a_multi_arch_index_resolves_to_the_host_platform() {
     // Turn the test layout into a two-platform index: the real image for the host, and an "other" platform
     // whose config says so (same layer).
     let layout = &f.image.layout;
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let host_arch = skiff_runtime::image::pull::host_architecture();
-    let other_arch = if host_arch == "amd64" { "arm64" } else { "amd64" };
-    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&f.image.config_digest)).unwrap()).unwrap();
+    let other_arch = if host_arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&f.image.config_digest)).unwrap()).unwrap();
     config["architecture"] = json!(other_arch);
     let other_config = serde_json::to_vec(&config).unwrap();
     std::fs::write(blob(&sha(&other_config)), &other_config).unwrap();
@@ -323,15 +403,30 @@ async fn a_multi_arch_index_resolves_to_the_host_platform() {
         .arg(format!("docker://{}/multi:1", registry.host()))
         .output()
         .expect("skopeo is not installed (install Debian's skopeo)");
-    assert!(skopeo.status.success(), "{}", String::from_utf8_lossy(&skopeo.stderr));
+    assert!(
+        skopeo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&skopeo.stderr)
+    );
 
-    let images = Images::with_options(f.store.clone(), RegistriesConfig::default(), short_timeouts());
+    let images = Images::with_options(
+        f.store.clone(),
+        RegistriesConfig::default(),
+        short_timeouts(),
+    );
     let name = format!("{}/multi:1", registry.host());
-    assert_eq!(bounded(images.pull_image(&name, None)).await.unwrap(), f.image.config_digest);
+    assert_eq!(
+        bounded(images.pull_image(&name, None)).await.unwrap(),
+        f.image.config_digest
+    );
     let status = images.image_status(&name).await.unwrap().unwrap();
     assert_eq!(
         status.repo_digests,
-        vec![format!("{}/multi@{}", registry.host(), f.image.manifest_digest)]
+        vec![format!(
+            "{}/multi@{}",
+            registry.host(),
+            f.image.manifest_digest
+        )]
     );
     // The other platform asks for a config of its own.
     let other = Images::with_options(
@@ -342,5 +437,8 @@ async fn a_multi_arch_index_resolves_to_the_host_platform() {
             ..short_timeouts()
         },
     );
-    assert_eq!(bounded(other.pull_image(&name, None)).await.unwrap(), sha(&other_config));
+    assert_eq!(
+        bounded(other.pull_image(&name, None)).await.unwrap(),
+        sha(&other_config)
+    );
 }

@@ -120,7 +120,11 @@ impl std::fmt::Debug for Puller {
 }
 
 impl Puller {
-    pub fn new(store: Arc<ImageStore>, registries: RegistriesConfig, options: PullOptions) -> Puller {
+    pub fn new(
+        store: Arc<ImageStore>,
+        registries: RegistriesConfig,
+        options: PullOptions,
+    ) -> Puller {
         // oci-client's HTTP client uses rustls without a built-in provider: make sure one is installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Puller {
@@ -141,7 +145,11 @@ impl Puller {
     /// (from the pod's `imagePullSecrets`) take precedence over `registries.yaml`. A pull of the same image
     /// with the same credentials already under way is joined rather than repeated. Must be called within a
     /// Tokio runtime (the pull runs as its own task and finishes even if the caller goes away).
-    pub async fn pull(&self, image: &str, credentials: Option<&Credentials>) -> Result<PulledImage, PullError> {
+    pub async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<PulledImage, PullError> {
         let name = reference::normalize(image).map_err(|reason| PullError::InvalidReference {
             reference: image.to_string(),
             reason,
@@ -149,12 +157,22 @@ impl Puller {
         let key = match credentials {
             None => name.clone(),
             Some(Credentials::Basic { username, password }) => {
-                format!("{name}\n{username}\n{}", hex::encode(sha2::Sha256::digest(password.as_bytes())))
+                format!(
+                    "{name}\n{username}\n{}",
+                    hex::encode(sha2::Sha256::digest(password.as_bytes()))
+                )
             }
-            Some(Credentials::Bearer(t)) => format!("{name}\n\n{}", hex::encode(sha2::Sha256::digest(t.as_bytes()))),
+            Some(Credentials::Bearer(t)) => format!(
+                "{name}\n\n{}",
+                hex::encode(sha2::Sha256::digest(t.as_bytes()))
+            ),
         };
         let shared = {
-            let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match inflight.get(&key) {
                 Some(f) => {
                     tracing::debug!(image = %name, "joining a pull under way");
@@ -167,13 +185,17 @@ impl Puller {
                     // The entry is inserted before the task can remove it: the lock is held until then.
                     let handle = tokio::spawn(async move {
                         let result = inner.pull_uncached(&name, creds.as_ref()).await;
-                        inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+                        inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&task_key);
                         result
                     });
                     let f = async move {
-                        handle
-                            .await
-                            .unwrap_or_else(|e| Err(PullError::Registry(format!("the pull task failed: {e}"))))
+                        handle.await.unwrap_or_else(|e| {
+                            Err(PullError::Registry(format!("the pull task failed: {e}")))
+                        })
                     }
                     .boxed()
                     .shared();
@@ -197,9 +219,15 @@ enum Failure {
 }
 
 impl Inner {
-    async fn pull_uncached(&self, name: &str, credentials: Option<&Credentials>) -> Result<PulledImage, PullError> {
+    async fn pull_uncached(
+        &self,
+        name: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<PulledImage, PullError> {
         let parts = split_reference(name);
-        let endpoints = self.registries.endpoints(&parts.registry, &parts.repository);
+        let endpoints = self
+            .registries
+            .endpoints(&parts.registry, &parts.repository);
         let mut failures = Vec::new();
         for ep in &endpoints {
             let creds = credentials.or(ep.credentials.as_ref());
@@ -221,8 +249,13 @@ impl Inner {
     fn client(&self, ep: &Endpoint) -> Result<Client, String> {
         let mut extra_root_certificates = Vec::new();
         if let Some(ca) = &ep.ca_file {
-            let data = std::fs::read(ca)
-                .map_err(|e| format!("failed to read the CA file {} for {}: {e}", ca.display(), ep.host))?;
+            let data = std::fs::read(ca).map_err(|e| {
+                format!(
+                    "failed to read the CA file {} for {}: {e}",
+                    ca.display(),
+                    ep.host
+                )
+            })?;
             extra_root_certificates.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
@@ -242,7 +275,8 @@ impl Inner {
             user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        Client::try_from(config).map_err(|e| format!("failed to set up an HTTP client for {}: {e}", ep.host))
+        Client::try_from(config)
+            .map_err(|e| format!("failed to set up an HTTP client for {}: {e}", ep.host))
     }
 
     async fn pull_from(
@@ -254,10 +288,15 @@ impl Inner {
     ) -> Result<PulledImage, Failure> {
         let client = self.client(ep).map_err(Failure::Endpoint)?;
         let mut reference = match (&parts.tag, &parts.digest) {
-            (Some(t), Some(d)) => {
-                Reference::with_tag_and_digest(parts.registry.clone(), ep.repository.clone(), t.clone(), d.clone())
+            (Some(t), Some(d)) => Reference::with_tag_and_digest(
+                parts.registry.clone(),
+                ep.repository.clone(),
+                t.clone(),
+                d.clone(),
+            ),
+            (None, Some(d)) => {
+                Reference::with_digest(parts.registry.clone(), ep.repository.clone(), d.clone())
             }
-            (None, Some(d)) => Reference::with_digest(parts.registry.clone(), ep.repository.clone(), d.clone()),
             (t, None) => Reference::with_tag(
                 parts.registry.clone(),
                 ep.repository.clone(),
@@ -280,7 +319,8 @@ impl Inner {
             .manifest(&client, &reference, &auth)
             .await
             .map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
-        let mut media_type = manifest_media_type(&body).map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
+        let mut media_type =
+            manifest_media_type(&body).map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
         if media_type == OCI_INDEX || media_type == DOCKER_LIST {
             let chosen = self
                 .pick_platform(&body)
@@ -291,18 +331,22 @@ impl Inner {
                 .await
                 .map_err(|e| Failure::Endpoint(format!("{what}: manifest {chosen}: {e}")))?;
             if d != chosen {
-                return Err(Failure::Endpoint(format!("{what}: manifest {chosen} came back with digest {d}")));
+                return Err(Failure::Endpoint(format!(
+                    "{what}: manifest {chosen} came back with digest {d}"
+                )));
             }
             (body, digest) = (b, d);
-            media_type = manifest_media_type(&body).map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
+            media_type = manifest_media_type(&body)
+                .map_err(|e| Failure::Endpoint(format!("{what}: {e}")))?;
         }
         if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
             return Err(Failure::Endpoint(format!(
                 "{what}: the registry sent a manifest of type {media_type}, which is not supported"
             )));
         }
-        let manifest: OciImageManifest = serde_json::from_slice(&body)
-            .map_err(|e| Failure::Endpoint(format!("{what}: the manifest {digest} is not valid: {e}")))?;
+        let manifest: OciImageManifest = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Endpoint(format!("{what}: the manifest {digest} is not valid: {e}"))
+        })?;
 
         let store = self.store.clone();
         let staging = store
@@ -351,7 +395,9 @@ impl Inner {
         match tokio::time::timeout(limit, client.pull_manifest_raw(reference, auth, ACCEPT)).await {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => Err(describe(&e, &self.options)),
-            Err(_) => Err(format!("timed out: the registry did not answer within {limit:?}")),
+            Err(_) => Err(format!(
+                "timed out: the registry did not answer within {limit:?}"
+            )),
         }
     }
 
@@ -381,7 +427,12 @@ impl Inner {
                 .map_err(|e| format!("failed to create {}: {e}", dest.display()))?;
             // oci-client checks the content against the descriptor's digest (and the registry's digest header).
             client.pull_blob(reference, desc, file).await.map_err(|e| {
-                format!("failed to fetch blob {} from {}: {}", desc.digest, ep.url(), describe(&e, &self.options))
+                format!(
+                    "failed to fetch blob {} from {}: {}",
+                    desc.digest,
+                    ep.url(),
+                    describe(&e, &self.options)
+                )
             })?;
         }
         Ok(())
@@ -395,24 +446,37 @@ impl Inner {
         let matching: Vec<_> = index
             .manifests
             .iter()
-            .filter(|m| m.platform.as_ref().is_some_and(|p| p.os.to_string() == *os && p.architecture.to_string() == *arch))
+            .filter(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os.to_string() == *os && p.architecture.to_string() == *arch)
+            })
             .collect();
         // For arm64 prefer the v8 variant (or none) like containerd; otherwise the first match.
         let chosen = matching
             .iter()
             .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.variant.as_deref().is_none_or(|v| v == "v8" || arch != "arm64"))
+                m.platform.as_ref().is_some_and(|p| {
+                    p.variant
+                        .as_deref()
+                        .is_none_or(|v| v == "v8" || arch != "arm64")
+                })
             })
             .or(matching.first())
             .ok_or_else(|| {
                 let have: Vec<String> = index
                     .manifests
                     .iter()
-                    .filter_map(|m| m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+                    .filter_map(|m| {
+                        m.platform
+                            .as_ref()
+                            .map(|p| format!("{}/{}", p.os, p.architecture))
+                    })
                     .collect();
-                format!("no manifest for {os}/{arch} (the index has {})", have.join(", "))
+                format!(
+                    "no manifest for {os}/{arch} (the index has {})",
+                    have.join(", ")
+                )
             })?;
         Ok(chosen.digest.clone())
     }
@@ -423,12 +487,23 @@ fn blob_dest(blobs: &Path, desc: &OciDescriptor) -> Result<PathBuf, String> {
         .digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .ok_or_else(|| format!("the manifest names blob {:?}, which is not a sha256 digest", desc.digest))?;
+        .ok_or_else(|| {
+            format!(
+                "the manifest names blob {:?}, which is not a sha256 digest",
+                desc.digest
+            )
+        })?;
     Ok(blobs.join(hex))
 }
 
 /// Writes the manifest, `index.json` (naming the image) and `oci-layout` beside the downloaded blobs.
-fn write_layout(staging: &Path, name: &str, media_type: &str, manifest: &[u8], digest: &str) -> std::io::Result<()> {
+fn write_layout(
+    staging: &Path,
+    name: &str,
+    media_type: &str,
+    manifest: &[u8],
+    digest: &str,
+) -> std::io::Result<()> {
     let hex = digest.trim_start_matches("sha256:");
     std::fs::write(staging.join("blobs/sha256").join(hex), manifest)?;
     let index = json!({
@@ -442,13 +517,16 @@ fn write_layout(staging: &Path, name: &str, media_type: &str, manifest: &[u8], d
         }],
     });
     std::fs::write(staging.join("index.json"), serde_json::to_vec(&index)?)?;
-    std::fs::write(staging.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+    std::fs::write(
+        staging.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
 }
 
 /// The manifest's media type, from its `mediaType` field or its shape.
 fn manifest_media_type(body: &[u8]) -> Result<String, String> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the registry sent a manifest that is not JSON: {e}"))?;
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the registry sent a manifest that is not JSON: {e}"))?;
     if doc.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
         return Err("the registry sent a Docker schema 1 manifest, which is not supported".into());
     }
@@ -520,8 +598,12 @@ fn describe(e: &OciDistributionError, options: &PullOptions) -> String {
                 format!("the registry answered {code}: {message}")
             }
         }
-        OciDistributionError::UnauthorizedError { .. } => "unauthorized: authentication required".into(),
-        OciDistributionError::AuthenticationFailure(reason) => format!("authentication failed: {reason}"),
+        OciDistributionError::UnauthorizedError { .. } => {
+            "unauthorized: authentication required".into()
+        }
+        OciDistributionError::AuthenticationFailure(reason) => {
+            format!("authentication failed: {reason}")
+        }
         OciDistributionError::RequestError(re) => {
             let mut chain = re.to_string();
             let mut source = std::error::Error::source(re);
@@ -570,32 +652,60 @@ mod tests {
             }
         );
         let p = split_reference(&format!("localhost:5000/b@{d}"));
-        assert_eq!((p.registry.as_str(), p.repository.as_str(), p.tag, p.digest), ("localhost:5000", "b", None, Some(d.clone())));
+        assert_eq!(
+            (p.registry.as_str(), p.repository.as_str(), p.tag, p.digest),
+            ("localhost:5000", "b", None, Some(d.clone()))
+        );
         let p = split_reference(&format!("docker.io/library/busybox:1@{d}"));
-        assert_eq!((p.tag.as_deref(), p.digest.as_deref()), (Some("1"), Some(d.as_str())));
+        assert_eq!(
+            (p.tag.as_deref(), p.digest.as_deref()),
+            (Some("1"), Some(d.as_str()))
+        );
     }
 
     #[test]
     fn recognises_manifest_types() {
-        assert_eq!(manifest_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(), OCI_INDEX);
-        assert_eq!(manifest_media_type(br#"{"schemaVersion":2,"config":{}}"#).unwrap(), OCI_MANIFEST);
         assert_eq!(
-            manifest_media_type(format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}"}}"#).as_bytes()).unwrap(),
+            manifest_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            manifest_media_type(br#"{"schemaVersion":2,"config":{}}"#).unwrap(),
+            OCI_MANIFEST
+        );
+        assert_eq!(
+            manifest_media_type(
+                format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}"}}"#).as_bytes()
+            )
+            .unwrap(),
             DOCKER_LIST
         );
-        assert!(manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err().contains("schema 1"));
-        assert!(manifest_media_type(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(
+            manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#)
+                .unwrap_err()
+                .contains("schema 1")
+        );
+        assert!(
+            manifest_media_type(b"<html>")
+                .unwrap_err()
+                .contains("not JSON")
+        );
     }
 
     #[test]
     fn picks_the_host_platform_from_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ImageStore::open(dir.path()).unwrap());
-        let mk = |arch: &str| Puller::new(
-            store.clone(),
-            RegistriesConfig::default(),
-            PullOptions { architecture: arch.into(), ..PullOptions::default() },
-        );
+        let mk = |arch: &str| {
+            Puller::new(
+                store.clone(),
+                RegistriesConfig::default(),
+                PullOptions {
+                    architecture: arch.into(),
+                    ..PullOptions::default()
+                },
+            )
+        };
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
         let index = json!({
             "schemaVersion": 2,
@@ -611,6 +721,9 @@ mod tests {
         assert_eq!(mk("amd64").inner.pick_platform(&body).unwrap(), d('e'));
         assert_eq!(mk("arm64").inner.pick_platform(&body).unwrap(), d('b'));
         let e = mk("s390x").inner.pick_platform(&body).unwrap_err();
-        assert!(e.contains("no manifest for linux/s390x") && e.contains("linux/amd64"), "{e}");
+        assert!(
+            e.contains("no manifest for linux/s390x") && e.contains("linux/amd64"),
+            "{e}"
+        );
     }
 }

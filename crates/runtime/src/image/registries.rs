@@ -140,7 +140,11 @@ pub struct Endpoint {
 impl Endpoint {
     /// `http://host` or `https://host`, for messages.
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.plain_http { "http" } else { "https" }, self.host)
+        format!(
+            "{}://{}",
+            if self.plain_http { "http" } else { "https" },
+            self.host
+        )
     }
 }
 
@@ -176,7 +180,11 @@ fn parse_endpoint(url: &str) -> Result<(String, bool), String> {
     let plain_http = match scheme {
         Some("http") => true,
         Some("https") => false,
-        Some(other) => return Err(format!("endpoint {url:?} has the scheme {other:?}, expected http or https")),
+        Some(other) => {
+            return Err(format!(
+                "endpoint {url:?} has the scheme {other:?}, expected http or https"
+            ));
+        }
         None => is_loopback_host(host),
     };
     Ok((host.to_string(), plain_http))
@@ -210,7 +218,8 @@ impl RegistriesConfig {
         }
         for (host, c) in &config.configs {
             if let Some(auth) = &c.auth {
-                auth.credentials().map_err(|r| invalid(format!("configs.{host}.auth: {r}")))?;
+                auth.credentials()
+                    .map_err(|r| invalid(format!("configs.{host}.auth: {r}")))?;
             }
             if let Some(tls) = &c.tls
                 && (tls.cert_file.is_some() || tls.key_file.is_some())
@@ -250,12 +259,18 @@ impl RegistriesConfig {
             for url in &m.endpoint {
                 // Checked in parse; a config built in code may still hold a bad URL: skip it with a warning.
                 match parse_endpoint(url) {
-                    Ok((host, plain_http)) => out.push(self.endpoint(host, plain_http, repository.clone(), true)),
+                    Ok((host, plain_http)) => {
+                        out.push(self.endpoint(host, plain_http, repository.clone(), true))
+                    }
                     Err(e) => tracing::warn!(registry, error = %e, "skipping a mirror endpoint"),
                 }
             }
         }
-        let default_host = if registry == "docker.io" { "index.docker.io" } else { registry };
+        let default_host = if registry == "docker.io" {
+            "index.docker.io"
+        } else {
+            registry
+        };
         if !out.iter().any(|e| e.host == default_host && !e.mirror) {
             out.push(self.endpoint(
                 default_host.to_string(),
@@ -267,10 +282,18 @@ impl RegistriesConfig {
         out
     }
 
-    fn endpoint(&self, host: String, plain_http: bool, repository: String, mirror: bool) -> Endpoint {
+    fn endpoint(
+        &self,
+        host: String,
+        plain_http: bool,
+        repository: String,
+        mirror: bool,
+    ) -> Endpoint {
         let config = self.configs.get(&host).or_else(|| {
             // docker.io's settings also apply to its default endpoint's host name.
-            (host == "index.docker.io").then(|| self.configs.get("docker.io")).flatten()
+            (host == "index.docker.io")
+                .then(|| self.configs.get("docker.io"))
+                .flatten()
         });
         let credentials = config
             .and_then(|c| c.auth.as_ref())
@@ -310,7 +333,8 @@ impl AuthConfig {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|e| format!("auth is not valid base64: {e}"))?;
-            let text = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8 once decoded".to_string())?;
+            let text = String::from_utf8(decoded)
+                .map_err(|_| "auth is not UTF-8 once decoded".to_string())?;
             let (username, password) = text
                 .split_once(':')
                 .ok_or_else(|| "auth must be the base64 of username:password".to_string())?;
@@ -324,7 +348,9 @@ impl AuthConfig {
                 username: u.clone(),
                 password: p.clone().unwrap_or_default(),
             })),
-            (None | Some(_), Some(p)) if !p.is_empty() => Err("a password is given without a username".into()),
+            (None | Some(_), Some(p)) if !p.is_empty() => {
+                Err("a password is given without a username".into())
+            }
             _ => Ok(None),
         }
     }
@@ -368,7 +394,10 @@ configs:
         assert_eq!(docker.rewrite["^library/(.*)"], "mirrored/$1");
         let tls = c.configs["mirror.example.com:8443"].tls.as_ref().unwrap();
         assert!(tls.insecure_skip_verify);
-        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/ssl/mirror.pem")));
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(Path::new("/etc/ssl/mirror.pem"))
+        );
     }
 
     #[test]
@@ -382,10 +411,22 @@ configs:
         assert_eq!(
             summary,
             vec![
-                ("http://127.0.0.1:5000".to_string(), "mirrored/busybox", true),
-                ("https://mirror.example.com:8443".to_string(), "mirrored/busybox", true),
+                (
+                    "http://127.0.0.1:5000".to_string(),
+                    "mirrored/busybox",
+                    true
+                ),
+                (
+                    "https://mirror.example.com:8443".to_string(),
+                    "mirrored/busybox",
+                    true
+                ),
                 // Rewrites do not apply to the default endpoint.
-                ("https://index.docker.io".to_string(), "library/busybox", false),
+                (
+                    "https://index.docker.io".to_string(),
+                    "library/busybox",
+                    false
+                ),
             ]
         );
         assert_eq!(eps[0].credentials, None);
@@ -415,12 +456,22 @@ configs:
     #[test]
     fn loopback_registries_use_plain_http() {
         let c = RegistriesConfig::default();
-        for host in ["127.0.0.1:5000", "127.1.2.3", "localhost:5000", "localhost", "[::1]:5000"] {
+        for host in [
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+        ] {
             let eps = c.endpoints(host, "busybox");
             assert_eq!(eps.len(), 1);
             assert!(eps[0].plain_http, "{host}");
         }
-        for host in ["registry.example.com", "10.0.0.1:5000", "localhost.example.com"] {
+        for host in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
             assert!(!c.endpoints(host, "busybox")[0].plain_http, "{host}");
         }
     }
@@ -430,12 +481,30 @@ configs:
         for (yaml, want) in [
             ("mirrors: [1, 2]", "invalid registries configuration"),
             ("mirror:\n  docker.io: {}", "mirror"),
-            ("mirrors:\n  docker.io:\n    endpoint: [\"ftp://x\"]", "scheme \"ftp\""),
-            ("mirrors:\n  docker.io:\n    endpoint: [\"https://x/some/path\"]", "path"),
-            ("mirrors:\n  docker.io:\n    rewrite: {\"(\": x}", "not a valid regular expression"),
-            ("configs:\n  x:\n    auth: {auth: \"!!\"}", "not valid base64"),
-            ("configs:\n  x:\n    auth: {password: p}", "without a username"),
-            ("configs:\n  x:\n    tls: {cert_file: /c, key_file: /k}", "client certificates"),
+            (
+                "mirrors:\n  docker.io:\n    endpoint: [\"ftp://x\"]",
+                "scheme \"ftp\"",
+            ),
+            (
+                "mirrors:\n  docker.io:\n    endpoint: [\"https://x/some/path\"]",
+                "path",
+            ),
+            (
+                "mirrors:\n  docker.io:\n    rewrite: {\"(\": x}",
+                "not a valid regular expression",
+            ),
+            (
+                "configs:\n  x:\n    auth: {auth: \"!!\"}",
+                "not valid base64",
+            ),
+            (
+                "configs:\n  x:\n    auth: {password: p}",
+                "without a username",
+            ),
+            (
+                "configs:\n  x:\n    tls: {cert_file: /c, key_file: /k}",
+                "client certificates",
+            ),
         ] {
             let e = RegistriesConfig::parse(yaml).unwrap_err().to_string();
             assert!(e.contains(want), "{yaml:?}: {e}");
@@ -451,7 +520,11 @@ configs:
         );
         let path = dir.path().join(REGISTRIES_FILE);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:1\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:1\"]\n",
+        )
+        .unwrap();
         let c = RegistriesConfig::load_from_data_dir(dir.path()).unwrap();
         assert_eq!(c.mirrors["docker.io"].endpoint, vec!["http://127.0.0.1:1"]);
         std::fs::write(&path, "mirrors: 3").unwrap();

@@ -25,7 +25,11 @@ impl Images {
     }
 
     /// Like [`Images::new`] with explicit pull options (time-outs, platform).
-    pub fn with_options(store: Arc<ImageStore>, registries: RegistriesConfig, options: PullOptions) -> Images {
+    pub fn with_options(
+        store: Arc<ImageStore>,
+        registries: RegistriesConfig,
+        options: PullOptions,
+    ) -> Images {
         let puller = Puller::new(store.clone(), registries, options);
         Images { store, puller }
     }
@@ -46,20 +50,25 @@ impl Images {
             return Ok(images.into_iter().find(|i| i.id == id));
         }
         let name = normalize(image)?;
-        Ok(images
-            .into_iter()
-            .find(|i| i.repo_tags.contains(&name) || i.repo_digests.contains(&name) || i.names_by_digest(&name)))
+        Ok(images.into_iter().find(|i| {
+            i.repo_tags.contains(&name)
+                || i.repo_digests.contains(&name)
+                || i.names_by_digest(&name)
+        }))
     }
 }
 
 fn normalize(image: &str) -> Result<String, RuntimeError> {
-    reference::normalize(image).map_err(|reason| RuntimeError::Other(format!("invalid image reference {image:?}: {reason}")))
+    reference::normalize(image).map_err(|reason| {
+        RuntimeError::Other(format!("invalid image reference {image:?}: {reason}"))
+    })
 }
 
 /// `sha256:<64 hex>` or a bare 64-hex id.
 fn as_image_id(image: &str) -> Option<String> {
     let hex = image.strip_prefix("sha256:").unwrap_or(image);
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| format!("sha256:{hex}"))
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| format!("sha256:{hex}"))
 }
 
 trait NamesByDigest {
@@ -72,7 +81,9 @@ impl NamesByDigest for Image {
         match name.split_once('@') {
             Some((repo_tag, digest)) => {
                 let repo = strip_tag(repo_tag);
-                self.repo_digests.iter().any(|d| d == &format!("{repo}@{digest}"))
+                self.repo_digests
+                    .iter()
+                    .any(|d| d == &format!("{repo}@{digest}"))
             }
             None => false,
         }
@@ -167,14 +178,23 @@ impl ImageService for Images {
                 .collect()
         } else {
             let name = normalize(image)?;
-            self.store.list().into_iter().filter(|r| r.name == name).map(|r| r.name).collect()
+            self.store
+                .list()
+                .into_iter()
+                .filter(|r| r.name == name)
+                .map(|r| r.name)
+                .collect()
         };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             for n in names {
                 match store.remove(&n) {
                     Ok(()) | Err(super::ImageError::NotFound(_)) => {}
-                    Err(e) => return Err(RuntimeError::Other(format!("failed to remove image {n}: {e}"))),
+                    Err(e) => {
+                        return Err(RuntimeError::Other(format!(
+                            "failed to remove image {n}: {e}"
+                        )));
+                    }
                 }
             }
             Ok(())
@@ -210,16 +230,31 @@ mod tests {
         assert_eq!(images.len(), 2);
         let bb = &images[1];
         assert_eq!(bb.id, format!("sha256:{}", "c".repeat(64)));
-        assert_eq!(bb.repo_tags, vec!["docker.io/library/busybox:1", "docker.io/library/busybox:latest"]);
-        assert_eq!(bb.repo_digests, vec![format!("docker.io/library/busybox@{m}")]);
-        assert_eq!(images[0].repo_digests, vec![format!("127.0.0.1:5000/other@sha256:{}", "b".repeat(64))]);
+        assert_eq!(
+            bb.repo_tags,
+            vec![
+                "docker.io/library/busybox:1",
+                "docker.io/library/busybox:latest"
+            ]
+        );
+        assert_eq!(
+            bb.repo_digests,
+            vec![format!("docker.io/library/busybox@{m}")]
+        );
+        assert_eq!(
+            images[0].repo_digests,
+            vec![format!("127.0.0.1:5000/other@sha256:{}", "b".repeat(64))]
+        );
     }
 
     #[test]
     fn recognises_image_ids_and_strips_tags() {
         let hex = "0123456789abcdef".repeat(4);
         assert_eq!(as_image_id(&hex), Some(format!("sha256:{hex}")));
-        assert_eq!(as_image_id(&format!("sha256:{hex}")), Some(format!("sha256:{hex}")));
+        assert_eq!(
+            as_image_id(&format!("sha256:{hex}")),
+            Some(format!("sha256:{hex}"))
+        );
         assert_eq!(as_image_id("busybox"), None);
         assert_eq!(strip_tag("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000/a/b");
         assert_eq!(strip_tag("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b");
@@ -236,8 +271,22 @@ mod tests {
         assert_eq!(status.id, image.config_digest);
         assert_eq!(status.repo_tags, vec!["docker.io/library/busybox:test"]);
         // By id, too.
-        assert_eq!(images.image_status(&image.config_digest).await.unwrap().unwrap().id, status.id);
-        assert!(images.image_status("busybox:other").await.unwrap().is_none());
+        assert_eq!(
+            images
+                .image_status(&image.config_digest)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            status.id
+        );
+        assert!(
+            images
+                .image_status("busybox:other")
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(images.list_images().await.unwrap(), vec![status.clone()]);
         images.remove_image(&image.config_digest).await.unwrap();
         assert!(images.list_images().await.unwrap().is_empty());
