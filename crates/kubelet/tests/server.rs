@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -89,7 +89,7 @@ async fn start() -> Harness {
             "2026-01-01T00:03:00.5Z stdout F three",
         ],
     );
-    let runtime = Arc::new(TestRuntime { log_dir, app_state: Mutex::new(ContainerState::Running) });
+    let runtime = Arc::new(TestRuntime::new(log_dir));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServerConfig {
@@ -319,6 +319,19 @@ async fn websocket_v5_stdin_and_its_close_signal_reach_the_process() {
     let (out, _, status) = ws_collect(&mut ws).await;
     assert_eq!(out, "hello\nworld\n");
     assert_eq!(status["status"], "Success");
+}
+
+#[tokio::test]
+async fn websocket_tty_exec_passes_terminal_resizes_to_the_runtime() {
+    let h = start().await;
+    let mut ws = ws_exec(&h, "command=cat&stdin=true&stdout=true&tty=true", "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(Bytes::from_static(b"\x04{\"Width\":120,\"Height\":40}\n"))).await.unwrap();
+    ws.send(Message::Binary(Bytes::from_static(b"\x00typed\n"))).await.unwrap();
+    ws.send(Message::Binary(Bytes::from_static(&[255, 0]))).await.unwrap();
+    let (out, _, status) = ws_collect(&mut ws).await;
+    assert_eq!(out, "typed\n");
+    assert_eq!(status["status"], "Success");
+    assert_eq!(*h.runtime.resizes.lock().unwrap(), vec![TerminalSize { width: 120, height: 40 }]);
 }
 
 #[tokio::test]

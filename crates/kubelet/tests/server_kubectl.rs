@@ -7,7 +7,7 @@ mod server_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -70,7 +70,7 @@ async fn cluster() -> Cluster {
         &log_dir.join("app").join("1.log"),
         &["2026-01-01T00:01:00Z stdout F one", "2026-01-01T00:02:00Z stdout P tw", "2026-01-01T00:02:01Z stdout F o"],
     );
-    let runtime = Arc::new(TestRuntime { log_dir, app_state: Mutex::new(ContainerState::Running) });
+    let runtime = Arc::new(TestRuntime::new(log_dir));
     let kubelet_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kubelet_port = kubelet_listener.local_addr().unwrap().port();
     let config = skiff_kubelet::server::ServerConfig {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 pub struct TestRuntime {
     pub log_dir: PathBuf,
     pub app_state: Mutex<ContainerState>,
+    /// Terminal sizes received by exec sessions with a TTY.
+    pub resizes: Arc<Mutex<Vec<TerminalSize>>>,
 }
 
 pub fn pod_labels() -> BTreeMap<String, String> {
@@ -27,6 +29,10 @@ pub fn pod_labels() -> BTreeMap<String, String> {
 }
 
 impl TestRuntime {
+    pub fn new(log_dir: PathBuf) -> Self {
+        TestRuntime { log_dir, app_state: Mutex::new(ContainerState::Running), resizes: Arc::default() }
+    }
+
     fn sandbox(&self) -> PodSandboxStatus {
         PodSandboxStatus {
             id: "sb-web".into(),
@@ -134,7 +140,17 @@ impl RuntimeService for TestRuntime {
             let status = child.wait().await.map_err(|e| RuntimeError::Other(e.to_string()))?;
             Ok(status.code().unwrap_or(-1))
         });
-        Ok(StreamSession { stdin, stdout, stderr, resize: None, exit })
+        let resize = o.tty.then(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<TerminalSize>(4);
+            let seen = self.resizes.clone();
+            tokio::spawn(async move {
+                while let Some(size) = rx.recv().await {
+                    seen.lock().unwrap().push(size);
+                }
+            });
+            tx
+        });
+        Ok(StreamSession { stdin, stdout, stderr, resize, exit })
     }
     /// The "main process" attached to prints `attached`, then echoes stdin when stdin is attached.
     async fn attach(&self, id: &str, o: &StreamOptions) -> Result<StreamSession> {
