@@ -37,8 +37,36 @@ fn skip_copy(key: &str) -> bool {
     matches!(key, LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | ROLLBACK_TO)
 }
 
-/// Upstream's `ComputeHash`: FNV-32a of the template (here its JSON form) and the collision count, written
-/// as its decimal digits mapped onto the safe alphabet.
+/// A template as JSON with every empty value (null, false, 0, "", {}, []) left out: Go's `omitempty`
+/// view, so that a template that spells out defaults (`stdin: false`) is the same template as one that
+/// does not, as upstream's semantic comparison of typed structs has it.
+pub fn normalized(template: &PodTemplateSpec) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !strip(x));
+                m.is_empty()
+            }
+            Value::Array(a) => {
+                for x in a.iter_mut() {
+                    strip(x);
+                }
+                a.is_empty()
+            }
+            Value::Null => true,
+            Value::Bool(b) => !*b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+        }
+    }
+    let mut v = serde_json::to_value(template).unwrap_or_default();
+    strip(&mut v);
+    v
+}
+
+/// Upstream's `ComputeHash`: FNV-32a of the template (here its normalized JSON form) and the collision
+/// count, written as its decimal digits mapped onto the safe alphabet.
 pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let mut h: u32 = 0x811c_9dc5;
     let mut write = |bytes: &[u8]| {
@@ -47,7 +75,7 @@ pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) ->
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    write(&serde_json::to_vec(template).unwrap_or_default());
+    write(normalized(template).to_string().as_bytes());
     if let Some(c) = collision_count {
         write(&(c as u32).to_le_bytes());
     }
@@ -70,7 +98,7 @@ pub fn without_hash(t: &PodTemplateSpec) -> PodTemplateSpec {
 
 /// Upstream's `EqualIgnoreHash`.
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
-    without_hash(a) == without_hash(b)
+    normalized(&without_hash(a)) == normalized(&without_hash(b))
 }
 
 pub fn replicas(d: &Deployment) -> i32 {
@@ -355,6 +383,14 @@ mod tests {
         let mut hashed = t.clone();
         hashed.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert(POD_TEMPLATE_HASH.into(), h);
         assert!(equal_ignore_hash(&t, &hashed));
+        // Spelled-out zero values do not make another template.
+        let mut explicit = t.clone();
+        explicit.metadata.as_mut().unwrap().generation = Some(0);
+        explicit.spec = Some(k8s_openapi::api::core::v1::PodSpec { host_network: Some(false), ..Default::default() });
+        let mut plain = t.clone();
+        plain.spec = Some(Default::default());
+        assert!(equal_ignore_hash(&explicit, &plain));
+        assert_eq!(compute_hash(&explicit, None), compute_hash(&plain, None));
     }
 
     #[test]
