@@ -313,6 +313,41 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>, message: Option<String
     }
 }
 
+/// The Ready condition: containers ready and every `readinessGates` condition True (upstream's
+/// `GeneratePodReadyCondition`).
+fn ready_condition(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    old: &PodStatus,
+    containers_ready: bool,
+    reason: &str,
+    message: Option<String>,
+) -> PodCondition {
+    if !containers_ready {
+        return condition("Ready", false, Some(reason), message);
+    }
+    let mut missing = Vec::new();
+    let mut not_true = Vec::new();
+    for gate in spec.readiness_gates.iter().flatten() {
+        match old.conditions.iter().flatten().find(|c| c.type_ == gate.condition_type) {
+            None => missing.push(format!(
+                "corresponding condition of pod readiness gate {:?} does not exist.",
+                gate.condition_type
+            )),
+            Some(c) if c.status != "True" => not_true.push(format!(
+                "the status of pod readiness gate {:?} is not \"True\", but {}",
+                gate.condition_type, c.status
+            )),
+            Some(_) => {}
+        }
+    }
+    let problems: Vec<String> = missing.into_iter().chain(not_true).collect();
+    if problems.is_empty() {
+        condition("Ready", true, None, None)
+    } else {
+        condition("Ready", false, Some("ReadinessGatesNotReady"), Some(problems.join(", ")))
+    }
+}
+
 /// Computes the pod's status from the runtime's view and the last sync's outcome.
 pub fn generate(input: &StatusInput) -> PodStatus {
     let pod = input.pod;
@@ -361,7 +396,7 @@ pub fn generate(input: &StatusInput) -> PodStatus {
             Some("ContainersNotInitialized"),
             Some(format!("containers with incomplete status: {}", list(&incomplete))),
         ),
-        condition("Ready", containers_ready, Some(ready_reason), ready_message.clone()),
+        ready_condition(&spec, &old, containers_ready, ready_reason, ready_message.clone()),
         condition("ContainersReady", containers_ready, Some(ready_reason), ready_message),
     ];
     if !old.conditions.iter().flatten().any(|c| c.type_ == "PodScheduled") {
@@ -407,19 +442,39 @@ pub fn generate(input: &StatusInput) -> PodStatus {
     }
 }
 
-/// Writes `status` through `pods/status` (a merge patch of the whole status).
-pub async fn update(client: &Client, pod: &Pod, status: &serde_json::Value) -> Result<(), kube::Error> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or("");
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+/// The strategic merge patch that makes the pod's status `status`: conditions merge by type (so conditions
+/// others set, such as readiness gates, survive a write from a stale view), the container status and IP
+/// lists are replaced whole, and fields the kubelet leaves unset are cleared.
+pub fn status_patch(status: &serde_json::Value) -> serde_json::Value {
     let mut status = status.clone();
     for key in ["message", "reason"] {
         if status.get(key).is_none() {
             status[key] = serde_json::Value::Null;
         }
     }
-    let patch = json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+    for key in ["containerStatuses", "initContainerStatuses", "podIPs", "hostIPs"] {
+        if let Some(list) = status.get_mut(key).and_then(|v| v.as_array_mut()) {
+            list.insert(0, json!({ "$patch": "replace" }));
+        }
+    }
+    if let Some(conditions) = status.get_mut("conditions").and_then(|v| v.as_array_mut()) {
+        for c in conditions {
+            for f in ["reason", "message"] {
+                if c.get(f).is_none() {
+                    c[f] = serde_json::Value::Null;
+                }
+            }
+        }
+    }
+    json!({ "status": status })
+}
+
+/// Writes `status` through `pods/status`.
+pub async fn update(client: &Client, pod: &Pod, status: &serde_json::Value) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&status_patch(status))).await.map(|_| ())
 }
 
 #[cfg(test)]

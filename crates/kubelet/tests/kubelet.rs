@@ -622,3 +622,53 @@ async fn pods_beyond_max_pods_are_rejected_with_out_of_pods() {
     assert_eq!(h.fake.start_count(second.metadata.uid.as_deref().unwrap(), "app"), 0);
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn startup_probe_failure_restarts_and_the_termination_message_is_reported() {
+    let h = Harness::new().await;
+    h.fake.set_exec_result("slow", &["started"], Ok(ExecSyncResult { exit_code: 1, ..Default::default() }));
+    let kubelet = h.start_kubelet();
+    h.create_pod(pod(
+        "slow",
+        json!([{ "name": "slow", "image": "busybox:1.36",
+                 "startupProbe": { "exec": { "command": ["started"] }, "periodSeconds": 1, "failureThreshold": 1 } }]),
+    ))
+    .await;
+    h.wait_event("slow", "Killing", "Container slow failed startup probe, will be restarted").await;
+    let p = h.wait_pod("slow", "a restart", |p| cs(p, "slow").is_some_and(|c| c.restart_count >= 1)).await;
+    assert_eq!(cs(&p, "slow").unwrap().started, Some(false));
+
+    // terminationMessagePath: the file the container wrote (on the host, in the pod's folder) is the message.
+    let mut spec = pod("msg", json!([{ "name": "writer", "image": "busybox:1.36" }]));
+    spec["spec"]["restartPolicy"] = json!("Never");
+    let created = h.create_pod(spec).await;
+    let uid = created.metadata.uid.unwrap();
+    h.wait_pod("msg", "Running", |p| phase(p) == "Running").await;
+    let file = h.dir.path().join("pods").join(&uid).join("containers").join("writer").join("0");
+    std::fs::write(&file, "bye from writer").unwrap();
+    let id = h.fake.containers().into_iter().find(|c| c.name == "writer").unwrap().id;
+    h.fake.exit_container(&id, 4);
+    let p = h.wait_pod("msg", "Failed", |p| phase(p) == "Failed").await;
+    let t = cs(&p, "writer").unwrap().state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.message.as_deref()), (4, Some("bye from writer")));
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_gates_hold_the_ready_condition() {
+    let h = Harness::new().await;
+    let kubelet = h.start_kubelet();
+    let mut spec = pod("gate", json!([{ "name": "app", "image": "busybox:1.36" }]));
+    spec["spec"]["readinessGates"] = json!([{ "conditionType": "example.com/lb" }]);
+    h.create_pod(spec).await;
+    let p = h.wait_pod("gate", "ContainersReady", |p| condition(p, "ContainersReady").as_deref() == Some("True")).await;
+    let ready = p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("ReadinessGatesNotReady")));
+    let patch = json!({ "status": { "conditions": [{ "type": "example.com/lb", "status": "True" }] } });
+    h.pods()
+        .patch_status("gate", &kube::api::PatchParams::default(), &kube::api::Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    h.wait_pod("gate", "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+    kubelet.stop().await;
+}
