@@ -100,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("scheduler-perf") {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
         return runtime.block_on(hollow_perf::main(&args[1..]));
     }
     let options = parse_options()?;

@@ -83,16 +83,15 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
 #[derive(Default)]
 pub struct CycleState {
     data: HashMap<&'static str, Box<dyn StateData>>,
-    pub skip_filter: HashSet<&'static str>,
-    pub skip_score: HashSet<&'static str>,
+    /// Bit i set: the framework's i-th filter plugin skips this pod (its pre-filter said so).
+    pub skip_filter: u64,
 }
 
 impl Clone for CycleState {
     fn clone(&self) -> Self {
         CycleState {
             data: self.data.iter().map(|(k, v)| (*k, (**v).clone_data())).collect(),
-            skip_filter: self.skip_filter.clone(),
-            skip_score: self.skip_score.clone(),
+            skip_filter: self.skip_filter,
         }
     }
 }
@@ -191,11 +190,13 @@ impl Framework {
     /// Runs every pre-filter; an error status means the pod fits nowhere.
     pub fn run_pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cache: &Cache) -> Result<Option<HashSet<String>>, Status> {
         let mut nodes: Option<HashSet<String>> = None;
-        for p in &self.filter_plugins {
+        for (i, p) in self.filter_plugins.iter().enumerate() {
             match p.pre_filter(state, pod, cache)? {
                 PreFilterResult::Continue => {}
                 PreFilterResult::Skip => {
-                    state.skip_filter.insert(p.name());
+                    if i < 64 {
+                        state.skip_filter |= 1 << i;
+                    }
                 }
                 PreFilterResult::Nodes(set) => {
                     nodes = Some(match nodes {
@@ -213,8 +214,8 @@ impl Framework {
 
     /// Runs the filters on one node; the first rejection is returned.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Status> {
-        for p in &self.filter_plugins {
-            if state.skip_filter.contains(p.name()) {
+        for (i, p) in self.filter_plugins.iter().enumerate() {
+            if i < 64 && state.skip_filter & (1 << i) != 0 {
                 continue;
             }
             p.filter(state, pod, node)?;

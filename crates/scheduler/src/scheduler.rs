@@ -55,6 +55,9 @@ pub struct Stats {
     pub unschedulable: u64,
     pub preemptions: u64,
     pub bind_failures: u64,
+    /// Scheduling cycles run and the time spent in them (filter, score, preemption; not binding).
+    pub cycles: u64,
+    pub cycle_time: Duration,
 }
 
 struct Loop {
@@ -177,7 +180,10 @@ pub async fn run_scheduler(config: SchedulerConfig, client: Client, shutdown: Ca
         if l.pods_synced && l.nodes_synced
             && let Some(p) = l.queue.pop(now)
         {
+            let t = std::time::Instant::now();
             l.schedule_one(p);
+            l.stats.cycles += 1;
+            l.stats.cycle_time += t.elapsed();
             cycles_since_yield += 1;
             if cycles_since_yield >= 64 {
                 cycles_since_yield = 0;

@@ -28,24 +28,43 @@ impl Plugin for ImageLocality {
         true
     }
 
-    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> i64 {
-        let Some(spec) = pod.pod.spec.as_ref() else { return 0 };
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _cache: &Cache, _nodes: &[&NodeInfo]) -> bool {
+        let Some(spec) = pod.pod.spec.as_ref() else { return false };
+        let images: Vec<(String, String)> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .map(|c| {
+                let img = c.image.clone().unwrap_or_default();
+                (normalized_image_name(&img), img)
+            })
+            .collect();
+        state.write(NAME, PodImages(images));
+        true
+    }
+
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> i64 {
+        let Some(PodImages(images)) = state.read::<PodImages>(NAME) else { return 0 };
         let total = cache.num_nodes().max(1) as i64;
         let mut sum = 0i64;
-        let containers: Vec<_> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
-        for c in &containers {
-            let Some(img) = c.image.as_deref() else { continue };
-            let name = normalized_image_name(img);
-            if let Some(size) = node.images.get(&name).or_else(|| node.images.get(img)) {
-                let spread = cache.image_node_count(&name).max(cache.image_node_count(img)) as i64;
-                sum += (*size as f64 * (spread as f64 / total as f64)) as i64;
+        if !node.images.is_empty() {
+            for (name, img) in images {
+                if let Some(size) = node.images.get(name).or_else(|| node.images.get(img)) {
+                    let spread = cache.image_node_count(name).max(cache.image_node_count(img)) as i64;
+                    sum += (*size as f64 * (spread as f64 / total as f64)) as i64;
+                }
             }
         }
-        let max = MAX_CONTAINER_THRESHOLD * containers.len().max(1) as i64;
+        let max = MAX_CONTAINER_THRESHOLD * images.len().max(1) as i64;
         let sum = sum.clamp(MIN_THRESHOLD, max);
         MAX_NODE_SCORE * (sum - MIN_THRESHOLD) / (max - MIN_THRESHOLD)
     }
 }
+
+/// The pod's images, normalized and as written, computed once per cycle.
+#[derive(Clone)]
+struct PodImages(Vec<(String, String)>);
 
 #[cfg(test)]
 mod tests {

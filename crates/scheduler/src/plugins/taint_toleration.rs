@@ -35,6 +35,10 @@ pub fn find_untolerated<'a>(taints: &'a [Taint], tolerations: &[Toleration]) -> 
 
 pub struct TaintToleration;
 
+/// The pod's tolerations that apply to PreferNoSchedule taints, computed once per cycle.
+#[derive(Clone)]
+struct PreferTolerations(Vec<Toleration>);
+
 impl Plugin for TaintToleration {
     fn name(&self) -> &'static str {
         NAME
@@ -58,12 +62,22 @@ impl Plugin for TaintToleration {
         }
     }
 
-    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo, _cache: &Cache) -> i64 {
-        let prefer: Vec<&Toleration> = pod
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _cache: &Cache, _nodes: &[&NodeInfo]) -> bool {
+        let prefer: Vec<Toleration> = pod
             .tolerations
             .iter()
             .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+            .cloned()
             .collect();
+        state.write(NAME, PreferTolerations(prefer));
+        true
+    }
+
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo, _cache: &Cache) -> i64 {
+        if node.taints.is_empty() {
+            return 0;
+        }
+        let Some(PreferTolerations(prefer)) = state.read::<PreferTolerations>(NAME) else { return 0 };
         node.taints
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule")
