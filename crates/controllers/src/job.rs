@@ -15,6 +15,7 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTermina
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
@@ -94,17 +95,101 @@ pub async fn run_with(
         config,
         recorder,
     });
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(CONTROLLER_UID))
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+    let client = state.ctx.client.clone();
+    let controller = Controller::new(jobs, watcher::Config::default());
+    let store = controller.store();
+    let reconciling = controller
+        .owns(
+            pods.clone(),
+            watcher::Config::default().labels(CONTROLLER_UID),
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, state)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "job reconcile");
             }
-        })
-        .await;
+        });
+    // Pods whose Job is gone keep no tracking finalizer (upstream's orphan pod handling): the Job's own
+    // reconcile never runs again once it is deleted.
+    let orphans = watcher::watcher(pods, watcher::Config::default().labels(CONTROLLER_UID))
+        .default_backoff()
+        .applied_objects()
+        .take_until(shutdown.clone().cancelled_owned())
+        .for_each(|pod| {
+            let store = store.clone();
+            let client = client.clone();
+            async move {
+                let Ok(pod) = pod else { return };
+                if let Err(e) = release_orphan(&client, &store, &pod).await {
+                    tracing::debug!(error = %e, "job orphan pod");
+                }
+            }
+        });
+    // A deleted Job's pods see no change of their own; look at them when the Job goes.
+    let jobs_watch = Api::<Job>::all(client.clone());
+    let deletions = watcher::watcher(jobs_watch, watcher::Config::default())
+        .default_backoff()
+        .take_until(shutdown.cancelled_owned())
+        .for_each(|ev| {
+            let store = store.clone();
+            let client = client.clone();
+            async move {
+                let Ok(watcher::Event::Delete(job)) = ev else {
+                    return;
+                };
+                let (Some(ns), Some(uid)) = (job.namespace(), job.uid()) else {
+                    return;
+                };
+                let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                let lp = ListParams::default().labels(&format!("{CONTROLLER_UID}={uid}"));
+                let Ok(list) = api.list(&lp).await else {
+                    return;
+                };
+                for pod in list.items {
+                    if let Err(e) = release_orphan(&client, &store, &pod).await {
+                        tracing::debug!(error = %e, "job orphan pod");
+                    }
+                }
+            }
+        });
+    futures::future::join3(reconciling, orphans, deletions).await;
     Ok(())
+}
+
+/// Removes the tracking finalizer of a pod whose controlling Job no longer exists.
+async fn release_orphan(
+    client: &kube::Client,
+    store: &kube::runtime::reflector::Store<Job>,
+    pod: &Pod,
+) -> Result<(), kube::Error> {
+    if !has_finalizer(pod) {
+        return Ok(());
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    let owner = crate::pod_util::controller_of(&pod.metadata).filter(|r| r.kind == "Job");
+    if let Some(r) = owner {
+        let key = kube::runtime::reflector::ObjectRef::<Job>::new(&r.name).within(&ns);
+        if store
+            .get(&key)
+            .is_some_and(|j| j.metadata.uid.as_deref() == Some(r.uid.as_str()))
+        {
+            return Ok(());
+        }
+        // The cache may lag: ask the API before letting go.
+        let live = Api::<Job>::namespaced(client.clone(), &ns)
+            .get_opt(&r.name)
+            .await?;
+        if live.is_some_and(|j| j.metadata.uid.as_deref() == Some(r.uid.as_str())) {
+            return Ok(());
+        }
+    }
+    remove_finalizer(
+        &Api::namespaced(client.clone(), &ns),
+        pod,
+        TRACKING_FINALIZER,
+    )
+    .await
 }
 
 fn error_policy(_job: Arc<Job>, err: &Error, _state: Arc<State>) -> Action {

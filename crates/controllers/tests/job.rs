@@ -433,3 +433,31 @@ async fn active_deadline_and_ttl_after_finished() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn pods_of_a_deleted_job_lose_the_tracking_finalizer() {
+    let h = Harness::start().await;
+    h.create(
+        "gone",
+        serde_json::json!({"parallelism": 2, "completions": 2}),
+    )
+    .await;
+    eventually("two pods run", || async {
+        h.active_pods("gone").await.len() == 2
+    })
+    .await;
+    h.jobs
+        .delete("gone", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("no pod keeps the finalizer", || async {
+        h.pods("gone").await.iter().all(|p| {
+            p.metadata
+                .finalizers
+                .as_ref()
+                .is_none_or(|f| !f.contains(&TRACKING_FINALIZER.to_string()))
+        })
+    })
+    .await;
+    h.stop().await;
+}
