@@ -600,6 +600,20 @@ async fn sync_job(
             }
         }
     }
+    if finishing.is_none()
+        && indexed
+        && let Some(message) = policy::match_success_policy(
+            spec.success_policy.as_ref(),
+            spec.completions.unwrap_or(0),
+            &completed,
+        )
+    {
+        finishing = Some(Finishing {
+            failed: false,
+            reason: "SuccessPolicy".into(),
+            message,
+        });
+    }
     if finishing.is_none() {
         let complete = match spec.completions {
             None => succeeded > 0 && active.is_empty(),

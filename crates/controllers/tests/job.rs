@@ -461,3 +461,37 @@ async fn pods_of_a_deleted_job_lose_the_tracking_finalizer() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_met_success_policy_completes_an_indexed_job_early() {
+    let h = Harness::start().await;
+    let spec = serde_json::json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "successPolicy": {"rules": [{"succeededIndexes": "0"}]}});
+    h.create("leader", spec).await;
+    eventually("three indexed pods", || async {
+        h.active_pods("leader").await.len() == 3
+    })
+    .await;
+    let leader = h
+        .active_pods("leader")
+        .await
+        .into_iter()
+        .find(|p| p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX] == "0")
+        .unwrap();
+    h.finish(&leader, "Succeeded", 0).await;
+    eventually("the job is Complete", || async {
+        h.condition("leader", "Complete").await.is_some()
+    })
+    .await;
+    assert_eq!(
+        h.condition("leader", "Complete").await.unwrap(),
+        (
+            "SuccessPolicy".to_string(),
+            "Matched rules at index 0".to_string()
+        )
+    );
+    assert!(
+        h.active_pods("leader").await.is_empty(),
+        "the other indexes are stopped"
+    );
+    h.stop().await;
+}

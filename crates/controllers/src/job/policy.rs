@@ -1,6 +1,10 @@
 //! A Job's podFailurePolicy matched against a failed pod (upstream `pod_failure_policy.go`).
 
-use k8s_openapi::api::batch::v1::{PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::batch::v1::{
+    PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, SuccessPolicy,
+};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 /// What a matching rule asks for.
@@ -93,4 +97,40 @@ fn matching_container<'a>(
             _ => false,
         }
     })
+}
+
+/// The first successPolicy rule the succeeded indexes meet, with upstream's message (Indexed Jobs only).
+pub fn match_success_policy(
+    policy: Option<&SuccessPolicy>,
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+) -> Option<String> {
+    let policy = policy?;
+    if succeeded.is_empty() {
+        return None;
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(indexes), count) => {
+                let required: BTreeSet<i32> = super::parse_indexes(indexes)
+                    .into_iter()
+                    .filter(|i| *i < completions)
+                    .collect();
+                if required.is_empty() {
+                    continue;
+                }
+                let done = required.intersection(succeeded).count() as i32;
+                match count {
+                    Some(c) => done >= c,
+                    None => done == required.len() as i32,
+                }
+            }
+            (None, Some(c)) => c <= succeeded.len() as i32,
+            (None, None) => false,
+        };
+        if met {
+            return Some(format!("Matched rules at index {index}"));
+        }
+    }
+    None
 }

@@ -275,3 +275,37 @@ fn pod_backoff_doubles_and_caps() {
     );
     assert_eq!(pod_backoff(&config, &pods, &j, 0, now), None);
 }
+
+#[test]
+fn success_policy_rules() {
+    use k8s_openapi::api::batch::v1::{SuccessPolicy, SuccessPolicyRule};
+    let p = SuccessPolicy {
+        rules: vec![
+            SuccessPolicyRule {
+                succeeded_indexes: Some("0-2".into()),
+                succeeded_count: Some(2),
+            },
+            SuccessPolicyRule {
+                succeeded_indexes: None,
+                succeeded_count: Some(4),
+            },
+        ],
+    };
+    let done = |v: &[i32]| v.iter().copied().collect::<BTreeSet<i32>>();
+    assert_eq!(
+        policy::match_success_policy(Some(&p), 10, &done(&[0, 5])),
+        None
+    );
+    assert_eq!(
+        policy::match_success_policy(Some(&p), 10, &done(&[0, 2])).as_deref(),
+        Some("Matched rules at index 0")
+    );
+    assert_eq!(
+        policy::match_success_policy(Some(&p), 10, &done(&[5, 6, 7, 8])).as_deref(),
+        Some("Matched rules at index 1")
+    );
+    assert_eq!(
+        policy::match_success_policy(None, 10, &done(&[0, 1, 2])),
+        None
+    );
+}
