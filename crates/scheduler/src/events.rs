@@ -14,12 +14,15 @@ use crate::pod_info::PodInfo;
 pub const TYPE_NORMAL: &str = "Normal";
 pub const TYPE_WARNING: &str = "Warning";
 
+/// (reason, event name, message, count).
+type LastEvent = (String, String, String, i32);
+
 /// Writes events, remembering the last one per pod and reason to count repeats.
 pub struct EventRecorder {
     client: Client,
     instance: String,
     /// Per pod uid: (reason, event name, message, count).
-    last: Mutex<HashMap<String, Vec<(String, String, String, i32)>>>,
+    last: Mutex<HashMap<String, Vec<LastEvent>>>,
 }
 
 fn now() -> String {

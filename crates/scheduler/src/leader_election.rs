@@ -12,13 +12,16 @@ use tokio::time::Instant;
 
 use crate::config::LeaderElectionConfig;
 
+/// What identifies a lease renewal: holder and renew time.
+type LeaseRecord = (Option<String>, Option<MicroTime>);
+
 /// One candidate for the lease.
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaderElectionConfig,
     identity: String,
     /// The last lease record seen (holder, renew time) and when it was first seen.
-    observed: Option<((Option<String>, Option<MicroTime>), Instant)>,
+    observed: Option<(LeaseRecord, Instant)>,
 }
 
 /// `<hostname>_<uuid>`, as kube-scheduler's default identity.

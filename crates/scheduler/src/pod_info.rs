@@ -68,7 +68,7 @@ impl AffinityTerm {
 
     /// Whether the term selects `pod`; `ns_labels` gives a namespace's labels for namespace selectors.
     pub fn matches(&self, pod: &PodInfo, ns_labels: &dyn Fn(&str) -> Option<Labels>) -> bool {
-        let ns_ok = self.namespaces.iter().any(|n| *n == pod.namespace)
+        let ns_ok = self.namespaces.contains(&pod.namespace)
             || self.namespace_selector.as_ref().is_some_and(|s| {
                 s.is_empty() || ns_labels(&pod.namespace).is_some_and(|l| s.matches(&l))
             });

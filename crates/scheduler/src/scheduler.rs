@@ -31,6 +31,8 @@ use crate::preemption::{Pdb, preempt};
 use crate::queue::{ClusterEvent, QueuedPod, SchedulingQueue};
 use crate::schedule_one::Algorithm;
 
+// Each input is moved once from the stream to its handler; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Pod(watcher::Event<Pod>),
     Node(watcher::Event<Node>),

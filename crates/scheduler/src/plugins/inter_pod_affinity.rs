@@ -168,7 +168,7 @@ impl Plugin for InterPodAffinity {
                 }
             }
             // The first pod of a group with affinity to itself may go anywhere the topology exists.
-            if !pods_exist && !(st.affinity.is_empty() && matches_all(&pod.required_affinity, pod, &st.ns())) {
+            if !(pods_exist || st.affinity.is_empty() && matches_all(&pod.required_affinity, pod, &st.ns())) {
                 return Err(Status::unresolvable(NAME, ERR_AFFINITY));
             }
         }
@@ -288,7 +288,8 @@ mod tests {
         let anti = || Err(ERR_ANTI_AFFINITY.to_string());
         let aff = || Err(ERR_AFFINITY.to_string());
         let existing = || Err(ERR_EXISTING_ANTI_AFFINITY.to_string());
-        let cases: Vec<(&str, Pod, Vec<Pod>, Vec<Result<(), String>>)> = vec![
+        type Case = (&'static str, Pod, Vec<Pod>, Vec<Result<(), String>>);
+        let cases: Vec<Case> = vec![
             ("no terms", PodBuilder::new("p").build(), vec![pod_on("w", "web", "a1")], vec![Ok(()), Ok(()), Ok(())]),
             (
                 "anti-affinity by hostname",

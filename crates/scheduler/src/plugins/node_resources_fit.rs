@@ -175,7 +175,9 @@ mod tests {
     fn filter() {
         let node = NodeBuilder::new("n").cpu("2").memory("4Gi").pods("3").allocatable("example.com/gpu", "1").build();
         let existing = vec![PodBuilder::new("e").container("1", "1Gi").node("n").build()];
-        let cases: Vec<(&str, k8s_openapi::api::core::v1::Pod, Vec<k8s_openapi::api::core::v1::Pod>, Result<(), String>)> = vec![
+        use k8s_openapi::api::core::v1::Pod;
+        type Case = (&'static str, Pod, Vec<Pod>, Result<(), String>);
+        let cases: Vec<Case> = vec![
             ("fits", PodBuilder::new("p").container("1", "1Gi").build(), existing.clone(), Ok(())),
             ("cpu", PodBuilder::new("p").container("1500m", "1Gi").build(), existing.clone(), Err("Insufficient cpu".into())),
             (
