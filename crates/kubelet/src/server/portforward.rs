@@ -71,7 +71,7 @@ async fn serve_pod(state: Arc<State>, ns: String, pod: String, uid: Option<Strin
     };
     let (resp, on_upgrade) = match upgrade::accept(&mut req, &protocol) {
         Ok(x) => x,
-        Err(resp) => return resp,
+        Err((status, msg)) => return error(status, msg),
     };
     tokio::spawn(async move {
         match on_upgrade.await {

@@ -43,9 +43,9 @@ pub fn negotiate(headers: &HeaderMap, supported: &[&str]) -> Result<String, Stri
 }
 
 /// Answers the SPDY upgrade with `protocol` and hands back the pending upgraded connection.
-pub fn accept(req: &mut Request, protocol: &str) -> Result<(Response, hyper::upgrade::OnUpgrade), Response> {
+pub fn accept(req: &mut Request, protocol: &str) -> Result<(Response, hyper::upgrade::OnUpgrade), (StatusCode, String)> {
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(error(StatusCode::BAD_REQUEST, "this connection cannot be upgraded (HTTP/1.1 is required)"));
+        return Err((StatusCode::BAD_REQUEST, "this connection cannot be upgraded (HTTP/1.1 is required)".into()));
     };
     let resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -64,7 +64,7 @@ pub async fn serve(p: Prepared, mut req: Request) -> Response {
     };
     let (resp, on_upgrade) = match accept(&mut req, &protocol) {
         Ok(x) => x,
-        Err(resp) => return resp,
+        Err((status, msg)) => return error(status, msg),
     };
     tokio::spawn(async move {
         match on_upgrade.await {
