@@ -16,7 +16,13 @@ pub const STORE_DIR: &str = "agent/images";
 #[derive(Args)]
 pub struct ImageArgs {
     /// Skiff's data directory; the store is `<data-dir>/agent/images`.
-    #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR", global = true)]
+    #[arg(
+        long,
+        short = 'd',
+        default_value = "/var/lib/skiff",
+        env = "SKIFF_DATA_DIR",
+        global = true
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: ImageCommand,
@@ -113,7 +119,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Pull { name, creds, registries } => {
+        ImageCommand::Pull {
+            name,
+            creds,
+            registries,
+        } => {
             let path = registries.unwrap_or_else(|| args.data_dir.join(REGISTRIES_FILE));
             let config = RegistriesConfig::load(&path)?;
             let auth = creds.map(|c| {
@@ -124,7 +134,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 }
             });
             let store = Arc::new(open_store(&args.data_dir)?);
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let images = Images::new(store, config);
             let id = runtime.block_on(images.pull_image(&name, auth.as_ref()))?;
             println!("Image is up to date for {id}");
@@ -168,17 +180,26 @@ fn remove(store: &ImageStore, name: &str) -> anyhow::Result<Vec<String>> {
             0 => {} // Maybe a name made of hex digits: fall through.
             1 => {
                 let id = *ids.iter().next().unwrap_or(&"");
-                let names: Vec<String> = rows.iter().filter(|r| r.config_digest == id).map(|r| r.name.clone()).collect();
+                let names: Vec<String> = rows
+                    .iter()
+                    .filter(|r| r.config_digest == id)
+                    .map(|r| r.name.clone())
+                    .collect();
                 for n in &names {
                     store.remove(n)?;
                 }
                 return Ok(names);
             }
-            _ => bail!("image id {name} is ambiguous: it matches {}", ids.into_iter().collect::<Vec<_>>().join(", ")),
+            _ => bail!(
+                "image id {name} is ambiguous: it matches {}",
+                ids.into_iter().collect::<Vec<_>>().join(", ")
+            ),
         }
     }
     store.remove(name)?;
-    Ok(vec![skiff_runtime::image::reference::normalize(name).unwrap_or_else(|_| name.to_string())])
+    Ok(vec![
+        skiff_runtime::image::reference::normalize(name).unwrap_or_else(|_| name.to_string()),
+    ])
 }
 
 /// `crictl images`' table: IMAGE, TAG, (DIGEST,) IMAGE ID (13 hex digits), SIZE (decimal units).
@@ -246,7 +267,11 @@ fn human_size(bytes: u64) -> String {
         size /= 1000.0;
         unit += 1;
     }
-    let int_digits = if size < 1.0 { 1 } else { size.log10().floor() as usize + 1 };
+    let int_digits = if size < 1.0 {
+        1
+    } else {
+        size.log10().floor() as usize + 1
+    };
     let decimals = 4usize.saturating_sub(int_digits);
     let mut text = format!("{size:.decimals$}");
     if text.contains('.') {
@@ -287,7 +312,10 @@ mod tests {
         ];
         let t = table(&rows, false, false);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]
+        );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             ["docker.io/library/busybox", "1", "0123456789abc", "1.181MB"]

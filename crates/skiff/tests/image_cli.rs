@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use skiff_runtime::testing::{ManifestFormat, TestRegistry, busybox_image, build_busybox_image};
+use skiff_runtime::testing::{ManifestFormat, TestRegistry, build_busybox_image, busybox_image};
 
 fn skiff(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -17,30 +17,54 @@ fn skiff(data_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn import_ls_rm_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let image = busybox_image(&dir.path().join("a").tap_mkdir()).unwrap();
-    let other = build_busybox_image(&dir.path().join("b").tap_mkdir(), "example.com/tools/bb:2").unwrap();
+    let other =
+        build_busybox_image(&dir.path().join("b").tap_mkdir(), "example.com/tools/bb:2").unwrap();
     let data = dir.path().join("data");
 
-    let o = skiff(&data, &["import", image.oci_archive.to_str().unwrap(), other.docker_archive.to_str().unwrap()]);
+    let o = skiff(
+        &data,
+        &[
+            "import",
+            image.oci_archive.to_str().unwrap(),
+            other.docker_archive.to_str().unwrap(),
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("imported docker.io/library/busybox:test"), "{out}");
+    assert!(
+        out.contains("imported docker.io/library/busybox:test"),
+        "{out}"
+    );
     assert!(out.contains("imported example.com/tools/bb:2"), "{out}");
     assert!(data.join("agent/images/images.json").is_file());
 
     let o = skiff(&data, &["ls"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]);
     let id = |d: &str| d.trim_start_matches("sha256:")[..13].to_string();
-    assert_eq!(lines[1][..3], ["docker.io/library/busybox", "test", id(&image.config_digest).as_str()]);
+    assert_eq!(
+        lines[1][..3],
+        [
+            "docker.io/library/busybox",
+            "test",
+            id(&image.config_digest).as_str()
+        ]
+    );
     assert_eq!(lines[2][..2], ["example.com/tools/bb", "2"]);
     assert!(lines[1][3].ends_with("MB"), "{out}");
 
@@ -52,13 +76,19 @@ fn import_ls_rm_round_trip() {
         .unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("deleted docker.io/library/busybox:test"), "{out}");
+    assert!(
+        out.contains("deleted docker.io/library/busybox:test"),
+        "{out}"
+    );
 
     // Unknown names fail and say so.
     let o = skiff(&data, &["rm", "busybox:test"]);
     let (out, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("docker.io/library/busybox:test is not in the store"), "{out}{err}");
+    assert!(
+        err.contains("docker.io/library/busybox:test is not in the store"),
+        "{out}{err}"
+    );
 
     let o = skiff(&data, &["ls", "-q"]);
     assert_eq!(text(&o).0.trim(), other.config_digest);
@@ -73,8 +103,14 @@ fn a_file_that_is_not_an_image_archive_is_refused_clearly() {
     let o = skiff(&data, &["import", junk.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("notes.txt is not an image archive"), "{out}{err}");
-    assert!(err.contains("expected an OCI image layout tar or a docker-archive tar"), "{err}");
+    assert!(
+        err.contains("notes.txt is not an image archive"),
+        "{out}{err}"
+    );
+    assert!(
+        err.contains("expected an OCI image layout tar or a docker-archive tar"),
+        "{err}"
+    );
 
     // A tar that holds no image.
     let tar_path = dir.path().join("plain.tar");
@@ -88,11 +124,23 @@ fn a_file_that_is_not_an_image_archive_is_refused_clearly() {
     let (out, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("plain.tar was not imported"), "{out}{err}");
-    assert!(err.contains("neither an OCI image layout (index.json) nor a docker archive (manifest.json)"), "{err}");
+    assert!(
+        err.contains(
+            "neither an OCI image layout (index.json) nor a docker archive (manifest.json)"
+        ),
+        "{err}"
+    );
 
-    let o = skiff(&data, &["import", dir.path().join("missing.tar").to_str().unwrap()]);
+    let o = skiff(
+        &data,
+        &["import", dir.path().join("missing.tar").to_str().unwrap()],
+    );
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("missing.tar is not a file"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("missing.tar is not a file"),
+        "{}",
+        text(&o).1
+    );
 }
 
 #[test]
@@ -100,16 +148,24 @@ fn pull_from_a_local_registry() {
     let dir = tempfile::tempdir().unwrap();
     let image = busybox_image(&dir.path().join("a").tap_mkdir()).unwrap();
     let registry = TestRegistry::start().unwrap();
-    let name = registry.push(&image, "busybox:cli", ManifestFormat::DockerV2S2).unwrap();
+    let name = registry
+        .push(&image, "busybox:cli", ManifestFormat::DockerV2S2)
+        .unwrap();
     let data = dir.path().join("data");
     let o = skiff(&data, &["pull", &name]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert_eq!(out.trim(), format!("Image is up to date for {}", image.config_digest));
+    assert_eq!(
+        out.trim(),
+        format!("Image is up to date for {}", image.config_digest)
+    );
     let ls = text(&skiff(&data, &["ls"])).0;
     assert!(ls.contains(&format!("{}/busybox", registry.host())), "{ls}");
 
-    let o = skiff(&data, &["pull", &format!("{}/busybox:absent", registry.host())]);
+    let o = skiff(
+        &data,
+        &["pull", &format!("{}/busybox:absent", registry.host())],
+    );
     let (out, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("manifest unknown"), "{out}{err}");
