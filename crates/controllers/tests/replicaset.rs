@@ -199,3 +199,30 @@ async fn scales_down_by_ranking() {
     assert!(deletes.iter().any(|e| e.reason.as_deref() == Some("SuccessfulDelete")));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn available_replicas_wait_for_min_ready_seconds() {
+    let h = Harness::start().await;
+    let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "slow"},
+        "spec": {
+            "replicas": 2,
+            "minReadySeconds": 4,
+            "selector": {"matchLabels": {"app": "slow"}},
+            "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {"containers": [{"name": "main", "image": "nginx"}]}}
+        }
+    }))
+    .unwrap();
+    h.sets.create(&PostParams::default(), &rs).await.unwrap();
+    eventually("2 pods exist", || async { h.pods_of("slow").await.len() == 2 }).await;
+    for p in names(&h.pods_of("slow").await) {
+        h.set_ready(&p, true).await;
+    }
+    // Ready at once, available only once they have been ready for minReadySeconds (the controller
+    // comes back by itself: nothing else changes meanwhile).
+    eventually("2 ready", || async { h.status("slow").await.2 == 2 }).await;
+    let (_, _, ready, available, _) = h.status("slow").await;
+    assert_eq!((ready, available), (2, 0), "not yet available");
+    eventually("2 available", || async { h.status("slow").await.3 == 2 }).await;
+    h.stop().await;
+}

@@ -129,6 +129,9 @@ async fn watch_all(c: Arc<Collector>, synced: tokio::sync::watch::Sender<bool>, 
     });
     let mut all = futures::stream::select_all(streams);
     let mut listed = vec![false; c.resources.len()];
+    // The uids seen by a (re-)list in progress, per resource: nodes a re-list no longer shows were
+    // deleted while the watch was down.
+    let mut relisting: Vec<Option<HashSet<String>>> = vec![None; c.resources.len()];
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -145,14 +148,34 @@ async fn watch_all(c: Arc<Collector>, synced: tokio::sync::watch::Sender<bool>, 
         let work = {
             let mut g = c.graph.lock().unwrap_or_else(|e| e.into_inner());
             match &ev {
-                Event::Apply(o) | Event::InitApply(o) => Node::from_meta(i, &o.metadata).map(|n| g.upsert(n)).unwrap_or_default(),
+                Event::Apply(o) => Node::from_meta(i, &o.metadata).map(|n| g.upsert(n)).unwrap_or_default(),
+                Event::InitApply(o) => {
+                    if let (Some(seen), Some(uid)) = (relisting[i].as_mut(), o.metadata.uid.as_ref()) {
+                        seen.insert(uid.clone());
+                    }
+                    Node::from_meta(i, &o.metadata).map(|n| g.upsert(n)).unwrap_or_default()
+                }
                 Event::Delete(o) => o.metadata.uid.as_deref().map(|u| g.remove(u)).unwrap_or_default(),
+                Event::Init => {
+                    relisting[i] = Some(HashSet::new());
+                    Vec::new()
+                }
                 Event::InitDone => {
+                    let mut work = Vec::new();
+                    if let Some(seen) = relisting[i].take() {
+                        let vanished: Vec<String> =
+                            g.nodes().filter(|n| n.resource == i && !seen.contains(&n.uid)).map(|n| n.uid.clone()).collect();
+                        for uid in vanished {
+                            work.extend(g.remove(&uid));
+                        }
+                    }
                     let first = !listed.iter().all(|l| *l);
                     listed[i] = true;
-                    if first && listed.iter().all(|l| *l) { g.initial_work() } else { Vec::new() }
+                    if first && listed.iter().all(|l| *l) {
+                        work.extend(g.initial_work());
+                    }
+                    work
                 }
-                Event::Init => Vec::new(),
             }
         };
         c.queue.push_all(work);
