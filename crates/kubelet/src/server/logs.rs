@@ -265,6 +265,25 @@ fn previous_attempt_log(current: &Path, attempt: u32) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
+/// Passes parsed lines on: written at once without tailLines, else kept in `tail` (the last `n` lines that
+/// pass sinceTime). False once the response has ended.
+async fn flush_initial(writer: &mut Writer, lines: &mut Vec<LogLine>, tail: &mut std::collections::VecDeque<LogLine>, tail_lines: Option<u64>) -> bool {
+    match tail_lines {
+        None => writer.write(std::mem::take(lines)).await,
+        Some(n) => {
+            for l in lines.drain(..) {
+                if writer.keep_since(&l) {
+                    tail.push_back(l);
+                    if tail.len() as u64 > n {
+                        tail.pop_front();
+                    }
+                }
+            }
+            true
+        }
+    }
+}
+
 async fn stream_log(
     path: &Path,
     tail_lines: Option<u64>,
@@ -280,7 +299,9 @@ async fn stream_log(
         Err(e) => return Err(e),
     };
     let mut buf = vec![0u8; 64 * 1024];
-    // What is in the file now, with sinceTime and tailLines applied.
+    // What is in the file now, with sinceTime and tailLines applied: written as it is read, or, with
+    // tailLines, only the last lines kept while reading.
+    let mut tail: std::collections::VecDeque<LogLine> = std::collections::VecDeque::new();
     let mut lines = Vec::new();
     if let Some(f) = file.as_mut() {
         loop {
@@ -289,17 +310,15 @@ async fn stream_log(
                 break;
             }
             parser.feed(&buf[..n], &mut lines);
+            if !flush_initial(&mut writer, &mut lines, &mut tail, tail_lines).await {
+                return Ok(());
+            }
         }
     }
     if follow_id.is_none() {
         parser.finish(&mut lines);
     }
-    lines.retain(|l| writer.keep_since(l));
-    if let Some(n) = tail_lines {
-        let skip = lines.len().saturating_sub(n as usize);
-        lines.drain(..skip);
-    }
-    if !writer.write(lines).await {
+    if !flush_initial(&mut writer, &mut lines, &mut tail, tail_lines).await || !writer.write(tail.into()).await {
         return Ok(());
     }
     let Some(id) = follow_id else { return Ok(()) };
