@@ -34,9 +34,56 @@ pub enum Error {
     ManageReplicas(String),
 }
 
+/// Which pods to look at for a set, without scanning every pod: pods by their controller's uid, and the
+/// pods of each namespace that have no controller (candidates for adoption).
+#[derive(Default)]
+struct PodIndex {
+    inner: std::sync::Mutex<PodIndexInner>,
+}
+
+#[derive(Default)]
+struct PodIndexInner {
+    /// pod (namespace, name) -> its controller's uid, or None for an orphan.
+    owner_of: std::collections::HashMap<(String, String), Option<String>>,
+    by_owner: std::collections::HashMap<String, std::collections::HashSet<(String, String)>>,
+    orphans: std::collections::HashMap<String, std::collections::HashSet<(String, String)>>,
+}
+
+impl PodIndex {
+    fn update(&self, pod: &Pod, deleted: bool) {
+        let key = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+        let mut ix = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = ix.owner_of.remove(&key) {
+            let bucket = match &old {
+                Some(uid) => ix.by_owner.get_mut(uid),
+                None => ix.orphans.get_mut(&key.0),
+            };
+            if let Some(b) = bucket {
+                b.remove(&key);
+            }
+        }
+        if deleted {
+            return;
+        }
+        let owner = controller_of(&pod.metadata).map(|r| r.uid.clone());
+        match &owner {
+            Some(uid) => ix.by_owner.entry(uid.clone()).or_default().insert(key.clone()),
+            None => ix.orphans.entry(key.0.clone()).or_default().insert(key.clone()),
+        };
+        ix.owner_of.insert(key, owner);
+    }
+
+    /// The pods controlled by `uid` and the orphans of `namespace`.
+    fn candidates(&self, uid: &str, namespace: &str) -> Vec<(String, String)> {
+        let ix = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ix.by_owner.get(uid).into_iter().flatten().chain(ix.orphans.get(namespace).into_iter().flatten()).cloned().collect()
+    }
+}
+
 struct State {
     ctx: Context,
     pods: Store<Pod>,
+    index: Arc<PodIndex>,
     expectations: Arc<Expectations>,
     recorder: Recorder,
     backoff: Backoff,
@@ -48,11 +95,19 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error>
     let (pods, writer) = reflector::store::<Pod>();
     let expectations = Arc::new(Expectations::new());
     let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
-    let state = Arc::new(State { ctx, pods, expectations: expectations.clone(), recorder, backoff: Backoff::default() });
+    let index = Arc::new(PodIndex::default());
+    let state = Arc::new(State { ctx, pods, index: index.clone(), expectations: expectations.clone(), recorder, backoff: Backoff::default() });
 
     let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
     let sets = controller.store();
-    let pod_changes = cu::reflected_changes(Api::<Pod>::all(client), writer, move |ev| observe_pod(&expectations, ev));
+    let pod_changes = cu::reflected_changes(Api::<Pod>::all(client), writer, move |ev| {
+        match ev {
+            Event::Apply(p) | Event::InitApply(p) => index.update(p, false),
+            Event::Delete(p) => index.update(p, true),
+            _ => {}
+        }
+        observe_pod(&expectations, ev)
+    });
     controller
         .watches_stream(pod_changes, move |pod: Pod| sets_for_pod(&sets, &pod))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
@@ -121,10 +176,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Err
 
     // Active pods of the namespace, then the ones this set claims.
     let all: Vec<Arc<Pod>> = state
-        .pods
-        .state()
+        .index
+        .candidates(&uid, &ns)
         .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && is_pod_active(p))
+        .filter_map(|(pns, name)| state.pods.get(&ObjectRef::new(&name).within(&pns)))
+        .filter(|p| is_pod_active(p))
         .collect();
     let mut claimed = Vec::new();
     let mut can_adopt: Option<bool> = None;
