@@ -188,7 +188,7 @@ async fn relist(kubelet: &Kubelet, workers: &HashMap<String, Worker>, last: &mut
     *last = now;
 }
 
-/// Removes sandboxes and volume folders of pods that have no worker (the pod is gone from the API).
+/// Removes sandboxes, volume and log folders of pods that have no worker (the pod is gone from the API).
 async fn cleanup_orphans(kubelet: &Kubelet, workers: &HashMap<String, Worker>) {
     let mut orphans: HashSet<String> = HashSet::new();
     if let Ok(sandboxes) = kubelet.runtime.list_pod_sandboxes().await {
@@ -200,6 +200,15 @@ async fn cleanup_orphans(kubelet: &Kubelet, workers: &HashMap<String, Worker>) {
                 && !workers.contains_key(uid)
             {
                 orphans.insert(uid.to_string());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(kubelet.config.log_root()) {
+        for e in entries.flatten() {
+            if let Some(uid) = e.file_name().to_str().and_then(|n| n.rsplit_once('_')).map(|(_, uid)| uid.to_string())
+                && !workers.contains_key(&uid)
+            {
+                orphans.insert(uid);
             }
         }
     }

@@ -427,8 +427,12 @@ async fn deleting_a_pod_stops_and_removes_everything() {
         "lifecycle": { "preStop": { "exec": { "command": ["drain"] } } } }]),
     );
     spec["spec"]["terminationGracePeriodSeconds"] = json!(30);
-    h.create_pod(spec).await;
+    let created = h.create_pod(spec).await;
     h.wait_pod("doomed", "Running", |p| phase(p) == "Running").await;
+    // The runtime writes container logs under the pod's log folder; it goes with the pod.
+    let logs = h.dir.path().join("logs").join(format!("default_doomed_{}", created.metadata.uid.unwrap()));
+    std::fs::create_dir_all(logs.join("app")).unwrap();
+    std::fs::write(logs.join("app").join("0.log"), "").unwrap();
     assert_eq!(h.fake.sandboxes().len(), 1);
     assert_eq!(h.fake.containers().len(), 1);
     h.pods().delete("doomed", &DeleteParams::default()).await.unwrap();
@@ -443,6 +447,7 @@ async fn deleting_a_pod_stops_and_removes_everything() {
     assert!(gone, "the pod object disappears");
     assert!(h.fake.sandboxes().is_empty(), "{:?}", h.fake.sandboxes());
     assert!(h.fake.containers().is_empty(), "{:?}", h.fake.containers());
+    assert!(!logs.exists(), "the pod's logs are removed");
     assert!(h.fake.execs().iter().any(|(c, cmd)| c == "app" && cmd == &["drain".to_string()]), "preStop ran");
     h.wait_event("doomed", "Killing", "Stopping container app").await;
     kubelet.stop().await;

@@ -230,7 +230,8 @@ impl Kubelet {
         self.probes.retain_pod(&uid, &[]);
     }
 
-    /// Removes everything left of a pod on the node: sandboxes (with their containers), volumes, back-offs.
+    /// Removes everything left of a pod on the node: sandboxes (with their containers), logs, volumes,
+    /// back-offs.
     pub async fn cleanup_pod(&self, uid: &str) {
         if let Ok(sandboxes) = self.runtime.list_pod_sandboxes().await {
             for s in sandboxes.into_iter().filter(|s| s.uid == uid) {
@@ -239,6 +240,16 @@ impl Kubelet {
                 }
                 if let Err(e) = self.runtime.remove_pod_sandbox(&s.id).await {
                     tracing::warn!(sandbox = %s.id, error = %e, "failed to remove a pod sandbox");
+                }
+            }
+        }
+        // The pod's log folder (`<log_root>/<namespace>_<name>_<uid>`) goes with the pod.
+        if let Ok(entries) = std::fs::read_dir(self.config.log_root()) {
+            for e in entries.flatten() {
+                if e.file_name().to_str().is_some_and(|n| n.ends_with(&format!("_{uid}")))
+                    && let Err(err) = std::fs::remove_dir_all(e.path())
+                {
+                    tracing::warn!(path = %e.path().display(), error = %err, "failed to remove a pod's logs");
                 }
             }
         }
