@@ -153,6 +153,14 @@ async fn bind(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response,
             match old["spec"]["nodeName"].as_str() {
                 Some(n) if !n.is_empty() => Err(ApiError::conflict_msg("", "pods", name, &format!("pod {name} is already assigned to node {n:?}"))),
                 _ => {
+                    if old["spec"]["schedulingGates"].as_array().is_some_and(|g| !g.is_empty()) {
+                        return Err(ApiError::conflict_msg("", "pods", name, &format!("pod {name} has non-empty .spec.schedulingGates")));
+                    }
+                    let current = old["metadata"]["uid"].as_str().unwrap_or("");
+                    if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty() && *u != current) {
+                        let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {current}");
+                        return Err(ApiError::conflict_msg("", "pods", name, &why));
+                    }
                     let mut new = old.clone();
                     new["spec"]["nodeName"] = json!(node);
                     Ok(new)

@@ -340,3 +340,28 @@ async fn only_the_lease_holder_schedules_and_another_takes_over() {
     bounded("b to stop", task_b).await.unwrap().unwrap();
     server.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_binding_for_an_older_pod_with_the_same_name_is_refused() {
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = Client::new(server.router.clone(), "default");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut p = PodBuilder::new("p").build();
+    p.metadata.uid = None;
+    let created = pods.create(&PostParams::default(), &p).await.unwrap();
+    let binding = |uid: &str| serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "p", "uid": uid}, "target": {"kind": "Node", "name": "n1"}});
+    let stale: Result<serde_json::Value, kube::Error> =
+        pods.create_subresource("binding", "p", &PostParams::default(), &binding("not-the-uid")).await;
+    match stale {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 409);
+            assert!(s.message.contains("Precondition failed: UID in precondition: not-the-uid"), "{}", s.message);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let uid = created.metadata.uid.unwrap();
+    let _: serde_json::Value = pods.create_subresource("binding", "p", &PostParams::default(), &binding(&uid)).await.unwrap();
+    assert_eq!(pods.get("p").await.unwrap().spec.unwrap().node_name.as_deref(), Some("n1"));
+    server.shutdown.cancel();
+}
