@@ -425,3 +425,72 @@ pub async fn sync_rollout_status(state: &State, d: &mut Deployment, sets: &[Repl
     }
     write_status(state, d, status).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetStatus};
+
+    fn deploy(replicas: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta { name: Some("d".into()), generation: Some(1), ..Default::default() },
+            spec: Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() }),
+            status: None,
+        }
+    }
+
+    fn rs(name: &str, replicas: i32, available: i32, max_annotation: Option<i32>) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: max_annotation.map(|m| [(MAX_REPLICAS.to_string(), m.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec { replicas: Some(replicas), ..Default::default() }),
+            status: Some(ReplicaSetStatus {
+                replicas,
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn new_set_grows_within_max_surge() {
+        // 10 replicas, default 25% surge = 3.
+        let d = deploy(10);
+        let old = rs("old", 10, 10, None);
+        assert_eq!(new_rs_new_replicas(&d, &[&old], 0), 3);
+        let new = rs("new", 3, 0, None);
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], 3), 3, "at the surge limit nothing more");
+        let old = rs("old", 7, 7, None);
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], 3), 6);
+    }
+
+    #[test]
+    fn proportions_follow_the_max_replicas_annotation() {
+        // Scaling 10 -> 20 during a rollout (surge 25%: 3 -> 5): sets of 8 and 5, annotated for 13.
+        let d = deploy(20);
+        let a = rs("a", 8, 8, Some(13));
+        let b = rs("b", 5, 0, Some(13));
+        let to_add = 20 + 5 - 13;
+        let pa = proportion(&a, &d, to_add, 0);
+        let pb = proportion(&b, &d, to_add, pa);
+        assert_eq!((pa, pb), (7, 5));
+        assert!(pa + pb <= to_add);
+    }
+
+    #[test]
+    fn status_counts_and_availability_condition() {
+        let d = deploy(4);
+        let sets = vec![rs("old", 2, 2, None), rs("new", 2, 1, None)];
+        let s = calculate_status(&d, &sets, Some(1));
+        assert_eq!((s.replicas, s.updated_replicas, s.available_replicas, s.unavailable_replicas), (Some(4), Some(2), Some(3), Some(1)));
+        // 25% of 4 may be unavailable: 3 available is the minimum.
+        assert_eq!(get_condition(&s, "Available").unwrap().reason.as_deref(), Some(MIN_AVAILABLE));
+        let sets = vec![rs("old", 2, 1, None), rs("new", 2, 1, None)];
+        let s = calculate_status(&d, &sets, Some(1));
+        assert_eq!(get_condition(&s, "Available").unwrap().status, "False");
+    }
+}
