@@ -539,12 +539,13 @@ async fn sync_job(
         .iter()
         .filter(|p| crate::pod_util::is_pod_active(p))
         .collect();
-    let terminating = pods
+    let terminating_pods: Vec<&Pod> = pods
         .iter()
         .filter(|p| {
             p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")
         })
-        .count();
+        .collect();
+    let terminating = terminating_pods.len();
 
     // 2. Suspension and resumption.
     let suspended = spec.suspend == Some(true);
@@ -697,8 +698,15 @@ async fn sync_job(
     } else {
         // 4c. Running: as many pods as parallelism and the remaining completions allow.
         let delay = pod_backoff(&st.config, &pods, &job, failed, now);
-        let (created, deleted, wait) =
-            manage_pods(st, pods_api, &job, &active, &completed, succeeded, delay).await?;
+        let held: &[&Pod] = if only_replace_failed(&job) {
+            &terminating_pods
+        } else {
+            &[]
+        };
+        let (created, deleted, wait) = manage_pods(
+            st, pods_api, &job, &active, &completed, succeeded, delay, held,
+        )
+        .await?;
         active_count += created - deleted;
         if let Some(w) = wait {
             requeue = Some(requeue.map_or(w, |r| r.min(w)));
@@ -837,6 +845,7 @@ fn last_failure_time(pod: &Pod) -> Option<jiff::Timestamp> {
 }
 
 /// Creates and deletes pods toward the wanted number; returns (created, deleted, retry after).
+#[allow(clippy::too_many_arguments)]
 async fn manage_pods(
     st: &State,
     pods_api: &Api<Pod>,
@@ -845,6 +854,7 @@ async fn manage_pods(
     completed: &BTreeSet<i32>,
     succeeded: i32,
     backoff: Option<Duration>,
+    held: &[&Pod],
 ) -> Result<(i32, i32, Option<Duration>), Error> {
     let spec = job.spec.clone().unwrap_or_default();
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
@@ -884,14 +894,21 @@ async fn manage_pods(
             if let Some(wait) = backoff {
                 return Ok((0, deleted, Some(wait)));
             }
+            // With podReplacementPolicy Failed, an index whose pod is still terminating waits for it.
+            let held_indexes: BTreeSet<i32> = held.iter().filter_map(|p| pod_index(p)).collect();
+            let room = room
+                - held_indexes
+                    .iter()
+                    .filter(|i| !seen.contains_key(i))
+                    .count() as i32;
             let pending: Vec<i32> = (0..completions)
-                .filter(|i| !completed.contains(i) && !seen.contains_key(i))
-                .take(room as usize)
+                .filter(|i| {
+                    !completed.contains(i) && !seen.contains_key(i) && !held_indexes.contains(i)
+                })
+                .take(room.max(0) as usize)
                 .collect();
-            for i in pending {
-                create_pod(st, pods_api, job, Some(i)).await?;
-                created += 1;
-            }
+            created +=
+                create_pods(st, pods_api, job, pending.into_iter().map(Some).collect()).await?;
         }
         return Ok((created, deleted, None));
     }
@@ -914,14 +931,13 @@ async fn manage_pods(
             delete_pod(st, pods_api, job, pod).await?;
             deleted += 1;
         }
-    } else if active_n < want {
+    } else if active_n + (held.len() as i32) < want {
         if let Some(wait) = backoff {
             return Ok((0, 0, Some(wait)));
         }
-        for _ in active_n..want {
-            create_pod(st, pods_api, job, None).await?;
-            created += 1;
-        }
+        // With podReplacementPolicy Failed, terminating pods still hold their place.
+        let count = (want - active_n - held.len() as i32).max(0) as usize;
+        created += create_pods(st, pods_api, job, vec![None; count]).await?;
     }
     Ok((created, deleted, None))
 }
@@ -1008,6 +1024,25 @@ pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
         metadata: meta,
         spec: Some(pod_spec),
         status: None,
+    }
+}
+
+/// Creates pods in slow-start batches (1, 2, 4, ...), stopping at the first failing batch.
+async fn create_pods(
+    st: &State,
+    pods_api: &Api<Pod>,
+    job: &Job,
+    indexes: Vec<Option<i32>>,
+) -> Result<i32, Error> {
+    let (done, err) = crate::controller_utils::slow_start_batch(
+        indexes.len(),
+        crate::controller_utils::SLOW_START_INITIAL_BATCH_SIZE,
+        |i| create_pod(st, pods_api, job, indexes[i]),
+    )
+    .await;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(done.len() as i32),
     }
 }
 

@@ -495,3 +495,77 @@ async fn a_met_success_policy_completes_an_indexed_job_early() {
     );
     h.stop().await;
 }
+
+/// Binds a pod to a node (so its deletion is graceful and it stays terminating) and deletes it.
+async fn bind_and_delete(h: &Harness, pod: &Pod) {
+    let name = pod.metadata.name.as_deref().unwrap();
+    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}});
+    h.pods
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .unwrap();
+    h.pods
+        .delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn deleted_pods_are_replaced_at_once_or_after_termination_with_policy_failed() {
+    let h = Harness::start().await;
+    h.create("eager", serde_json::json!({"backoffLimit": 3}))
+        .await;
+    h.create(
+        "patient",
+        serde_json::json!({"backoffLimit": 3, "podReplacementPolicy": "Failed"}),
+    )
+    .await;
+    eventually("both run a pod", || async {
+        h.active_pods("eager").await.len() == 1 && h.active_pods("patient").await.len() == 1
+    })
+    .await;
+    let eager = h.active_pods("eager").await.remove(0);
+    let patient = h.active_pods("patient").await.remove(0);
+    bind_and_delete(&h, &eager).await;
+    bind_and_delete(&h, &patient).await;
+    eventually(
+        "the default policy replaces the terminating pod and counts a failure",
+        || async {
+            h.active_pods("eager").await.len() == 1
+                && h.jobs
+                    .get("eager")
+                    .await
+                    .unwrap()
+                    .status
+                    .and_then(|s| s.failed)
+                    == Some(1)
+        },
+    )
+    .await;
+    eventually("the terminating pod is reported", || async {
+        h.jobs
+            .get("patient")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.terminating)
+            == Some(1)
+    })
+    .await;
+    assert!(
+        h.active_pods("patient").await.is_empty(),
+        "policy Failed waits for the pod to finish"
+    );
+    // The kubelet reports the pod Failed: now it is replaced.
+    h.finish(&patient, "Failed", 137).await;
+    eventually("replaced once failed", || async {
+        h.active_pods("patient").await.len() == 1
+    })
+    .await;
+    h.stop().await;
+}
