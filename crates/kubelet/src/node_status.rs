@@ -18,6 +18,7 @@ use skiff_runtime::cri::RuntimeService;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KubeletConfig;
+use crate::kuberuntime::events::{NORMAL, Recorder};
 use crate::run::Error;
 
 /// Eviction thresholds upstream uses by default to set the pressure conditions.
@@ -257,7 +258,23 @@ pub async fn register(client: &Client, config: &KubeletConfig) -> Result<Node, E
     }
 }
 
-/// Posts the node status when it changed, and at least every `node_status_report_frequency`.
+/// The node event upstream's kubelet records when a condition becomes `status`.
+fn condition_event(type_: &str, status: &str) -> Option<&'static str> {
+    Some(match (type_, status) {
+        ("MemoryPressure", "False") => "NodeHasSufficientMemory",
+        ("MemoryPressure", _) => "NodeHasInsufficientMemory",
+        ("DiskPressure", "False") => "NodeHasNoDiskPressure",
+        ("DiskPressure", _) => "NodeHasDiskPressure",
+        ("PIDPressure", "False") => "NodeHasSufficientPID",
+        ("PIDPressure", _) => "NodeHasInsufficientPID",
+        ("Ready", "True") => "NodeReady",
+        ("Ready", _) => "NodeNotReady",
+        _ => return None,
+    })
+}
+
+/// Posts the node status when it changed, and at least every `node_status_report_frequency`; records
+/// `Starting` and an event for each condition change, as upstream's kubelet.
 pub async fn run(
     config: Arc<KubeletConfig>,
     client: Client,
@@ -265,6 +282,8 @@ pub async fn run(
     kubelet_version: String,
     shutdown: CancellationToken,
 ) {
+    let recorder = Recorder::new(client.clone(), config.node_name.clone());
+    recorder.node_event(NORMAL, "Starting", "Starting kubelet.").await;
     let nodes: Api<Node> = Api::all(client);
     let mut last_posted: Option<(NodeStatus, Instant)> = None;
     let mut ticker = tokio::time::interval(config.node_status_update_frequency);
@@ -299,7 +318,22 @@ pub async fn run(
         stamp_conditions(&mut stamped, current.status.as_ref());
         let patch = json!({ "status": stamped });
         match nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => last_posted = Some((status, Instant::now())),
+            Ok(_) => {
+                for c in status.conditions.iter().flatten() {
+                    let before = last_posted
+                        .as_ref()
+                        .and_then(|(old, _)| old.conditions.as_ref())
+                        .and_then(|cs| cs.iter().find(|o| o.type_ == c.type_))
+                        .map(|o| o.status.clone());
+                    if before.as_deref() != Some(c.status.as_str())
+                        && let Some(reason) = condition_event(&c.type_, &c.status)
+                    {
+                        let message = format!("Node {} status is now: {reason}", config.node_name);
+                        recorder.node_event(NORMAL, reason, message).await;
+                    }
+                }
+                last_posted = Some((status, Instant::now()));
+            }
             Err(e) => tracing::warn!(error = %e, "failed to update the node status"),
         }
     }

@@ -1,5 +1,5 @@
-//! Pod events as the kubelet records them (core/v1 Events, source `kubelet`), with upstream's reasons;
-//! a repeated event (same pod, container, reason and message) bumps the count of the first one.
+//! Pod and node events as the kubelet records them (core/v1 Events, source `kubelet`), with upstream's
+//! reasons; a repeated event (same object, container, reason and message) bumps the count of the first one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,15 +45,39 @@ impl Recorder {
         reason: &str,
         message: impl Into<String>,
     ) {
-        let message = message.into();
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let field_path = container.map(|c| container_field_path(pod, c));
-        tracing::debug!(pod = %format!("{ns}/{name}"), reason, %message, "event");
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: Some(pod.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path: container.map(|c| container_field_path(pod, c)),
+        };
+        self.record(reference, type_, reason, message.into()).await;
+    }
+
+    /// Records an event about this node (in `default`, with the node's name as uid, as upstream's kubelet).
+    pub async fn node_event(&self, type_: &str, reason: &str, message: impl Into<String>) {
+        let reference = ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(self.node.clone()),
+            uid: Some(self.node.clone()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        };
+        self.record(reference, type_, reason, message.into()).await;
+    }
+
+    /// Creates the event, or bumps the count of the same event recorded before.
+    async fn record(&self, reference: ObjectReference, type_: &str, reason: &str, message: String) {
+        let ns = reference.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = reference.name.clone().unwrap_or_default();
+        let uid = reference.uid.clone().unwrap_or_default();
+        tracing::debug!(object = %format!("{ns}/{name}"), reason, %message, "event");
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let now = Time(jiff::Timestamp::now());
-        let key = format!("{uid}\u{0}{}\u{0}{reason}\u{0}{message}", field_path.as_deref().unwrap_or(""));
+        let key = format!("{uid}\u{0}{}\u{0}{reason}\u{0}{message}", reference.field_path.as_deref().unwrap_or(""));
         let existing = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
         if let Some((event_name, count)) = existing {
             let patch = json!({ "count": count + 1, "lastTimestamp": now });
@@ -65,16 +89,8 @@ impl Recorder {
         let nanos = jiff::Timestamp::now().as_nanosecond();
         let event_name = format!("{name}.{:x}", nanos as u64);
         let event = Event {
-            metadata: ObjectMeta { name: Some(event_name.clone()), namespace: Some(ns.clone()), ..Default::default() },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(name),
-                namespace: Some(ns),
-                uid: Some(uid),
-                resource_version: pod.metadata.resource_version.clone(),
-                field_path,
-            },
+            metadata: ObjectMeta { name: Some(event_name.clone()), namespace: Some(ns), ..Default::default() },
+            involved_object: reference,
             reason: Some(reason.into()),
             message: Some(message),
             type_: Some(type_.into()),
