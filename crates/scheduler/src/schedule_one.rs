@@ -138,11 +138,13 @@ impl Algorithm {
         match &allowed {
             Some(names) => {
                 let mut count = 0;
-                for n in all {
-                    if !names.contains(&n.name) {
-                        // Upstream counts these as rejected by the pre-filter that limited the nodes.
-                        continue;
-                    }
+                // DaemonSet-style pods name one node: look it up instead of walking every node.
+                let chosen: Vec<&NodeInfo> = if names.len() * 8 < all.len() {
+                    names.iter().filter_map(|n| cache.node(n)).collect()
+                } else {
+                    all.iter().filter(|n| names.contains(&n.name)).collect()
+                };
+                for n in chosen {
                     count += 1;
                     match fw.run_filter_with_nominated(&state, pod, n, cache) {
                         Ok(()) => feasible.push(n),

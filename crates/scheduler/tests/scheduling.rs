@@ -80,12 +80,14 @@ impl Cluster {
         message
     }
 
-    /// Waits for an event about the pod with this reason and returns its message.
+    /// Waits for an event about the pod with this reason, found as `kubectl describe pod` finds them.
     async fn event(&self, pod: &str, reason: &str) -> Event {
         let events: Api<Event> = Api::default_namespaced(self.client.clone());
+        let uid = self.pods().get(pod).await.ok().and_then(|p| p.metadata.uid).unwrap_or_default();
+        let selector = format!("involvedObject.name={pod},involvedObject.namespace=default,involvedObject.uid={uid}");
         bounded(&format!("a {reason} event for {pod}"), async {
             loop {
-                let list = events.list(&ListParams::default()).await.expect("events list");
+                let list = events.list(&ListParams::default().fields(&selector)).await.expect("events list");
                 if let Some(e) = list.items.into_iter().find(|e| {
                     e.involved_object.name.as_deref() == Some(pod) && e.reason.as_deref() == Some(reason)
                 }) {
