@@ -259,6 +259,15 @@ async fn stats_summary_has_the_node_and_the_pods_containers() {
     assert_eq!(pod["containers"][0]["name"], "app");
     assert_eq!(pod["containers"][0]["memory"]["workingSetBytes"], 3 << 20);
     assert_eq!(pod["containers"][0]["cpu"]["usageCoreNanoSeconds"], 5_000_000);
+
+    let (code, text) = h.get("/metrics/resource").await;
+    assert_eq!(code, 200, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"web\"} 0.005 "))
+        .unwrap_or_else(|| panic!("no container CPU sample in {text}"));
+    assert!(line.split(' ').nth(2).unwrap().parse::<i64>().is_ok(), "{line}");
+    assert!(text.lines().any(|l| l.starts_with("node_memory_working_set_bytes ")), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------------------

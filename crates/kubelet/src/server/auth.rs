@@ -23,6 +23,7 @@ pub async fn authorize(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let subresource = match path.split('/').nth(1).unwrap_or("") {
         "stats" => "stats",
+        "metrics" => "metrics",
         "containerLogs" | "exec" | "attach" | "portForward" | "run" => "proxy",
         "healthz" => "healthz",
         _ => "proxy",

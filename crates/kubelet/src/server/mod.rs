@@ -1,6 +1,6 @@
-//! The kubelet API on port 10250: container logs, exec, attach, port-forward and `/stats/summary`, over
-//! HTTPS that only the API server may call (a client certificate from the cluster CA with CN
-//! `kube-apiserver-kubelet-client` or group `system:masters`).
+//! The kubelet API on port 10250: container logs, exec, attach, port-forward, `/stats/summary` and
+//! `/metrics/resource`, over HTTPS that only the API server may call (a client certificate from the cluster
+//! CA with CN `kube-apiserver-kubelet-client` or group `system:masters`).
 //!
 //! Entry point: [`run`] (binds `config.addr`); [`run_on`] serves an already bound listener (tests).
 
@@ -92,6 +92,7 @@ pub fn router(config: ServerConfig, deps: ServerDeps, shutdown: CancellationToke
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
         .route("/stats/summary", get(stats::serve))
+        .route("/metrics/resource", get(stats::serve_resource_metrics))
         .route("/exec/{ns}/{pod}/{container}", any(remotecommand::exec))
         .route("/exec/{ns}/{pod}/{uid}/{container}", any(remotecommand::exec_with_uid))
         .route("/attach/{ns}/{pod}/{container}", any(remotecommand::attach))

@@ -1,6 +1,7 @@
-//! `GET /stats/summary`: the kubelet's stats Summary (`stats/v1alpha1`) that metrics-server reads for
-//! `kubectl top`: node CPU and memory from `/proc`, and each pod's containers from the runtime's
-//! `container_stats`. CPU rates (`usageNanoCores`) come from the previous sample of the same container.
+//! `GET /stats/summary`: the kubelet's stats Summary (`stats/v1alpha1`) behind `kubectl top`: node CPU and
+//! memory from `/proc`, and each pod's containers from the runtime's `container_stats`. CPU rates
+//! (`usageNanoCores`) come from the previous sample of the same container. `GET /metrics/resource` gives
+//! the same figures in the Prometheus text format that metrics-server scrapes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,81 @@ pub async fn serve(AxState(state): AxState<Arc<State>>) -> Response {
         Ok(v) => axum::Json(v).into_response(),
         Err(msg) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
     }
+}
+
+/// `/metrics/resource`: upstream's resource metrics (cumulative CPU seconds, working set bytes, start times).
+pub async fn serve_resource_metrics(AxState(state): AxState<Arc<State>>) -> Response {
+    match summary(&state).await {
+        Ok(v) => (
+            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            resource_metrics(&v),
+        )
+            .into_response(),
+        Err(msg) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
+    }
+}
+
+fn millis(time: &Value) -> Option<i64> {
+    time.as_str()?.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// Renders a Summary as upstream's `/metrics/resource` text.
+pub fn resource_metrics(summary: &Value) -> String {
+    let mut families: Vec<(&str, &str, &str, Vec<String>)> = vec![
+        ("container_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the container in core-seconds", vec![]),
+        ("container_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the container in bytes", vec![]),
+        ("container_start_time_seconds", "gauge", "[STABLE] Start time of the container since unix epoch in seconds", vec![]),
+        ("node_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the node in core-seconds", vec![]),
+        ("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes", vec![]),
+        ("pod_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds", vec![]),
+        ("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes", vec![]),
+        ("scrape_error", "gauge", "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise", vec!["scrape_error 0".into()]),
+    ];
+    let mut add = |family: &str, labels: &str, value: f64, time: &Value| {
+        let ts = millis(time).map(|t| format!(" {t}")).unwrap_or_default();
+        if let Some(f) = families.iter_mut().find(|f| f.0 == family) {
+            f.3.push(format!("{family}{labels} {value}{ts}"));
+        }
+    };
+    let cpu_seconds = |cpu: &Value| cpu["usageCoreNanoSeconds"].as_u64().map(|n| n as f64 / 1e9);
+    let node = &summary["node"];
+    if let Some(v) = cpu_seconds(&node["cpu"]) {
+        add("node_cpu_usage_seconds_total", "", v, &node["cpu"]["time"]);
+    }
+    if let Some(v) = node["memory"]["workingSetBytes"].as_u64() {
+        add("node_memory_working_set_bytes", "", v as f64, &node["memory"]["time"]);
+    }
+    for pod in summary["pods"].as_array().into_iter().flatten() {
+        let (ns, name) = (pod["podRef"]["namespace"].as_str().unwrap_or(""), pod["podRef"]["name"].as_str().unwrap_or(""));
+        let pod_labels = format!("{{namespace=\"{ns}\",pod=\"{name}\"}}");
+        if let Some(v) = cpu_seconds(&pod["cpu"]) {
+            add("pod_cpu_usage_seconds_total", &pod_labels, v, &pod["cpu"]["time"]);
+        }
+        if let Some(v) = pod["memory"]["workingSetBytes"].as_u64() {
+            add("pod_memory_working_set_bytes", &pod_labels, v as f64, &pod["memory"]["time"]);
+        }
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            let labels = format!("{{container=\"{}\",namespace=\"{ns}\",pod=\"{name}\"}}", c["name"].as_str().unwrap_or(""));
+            if let Some(v) = cpu_seconds(&c["cpu"]) {
+                add("container_cpu_usage_seconds_total", &labels, v, &c["cpu"]["time"]);
+            }
+            if let Some(v) = c["memory"]["workingSetBytes"].as_u64() {
+                add("container_memory_working_set_bytes", &labels, v as f64, &c["memory"]["time"]);
+            }
+            if let Some(start) = millis(&c["startTime"]) {
+                add("container_start_time_seconds", &labels, start as f64 / 1000.0, &Value::Null);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, kind, help, samples) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for s in samples {
+            out.push_str(&s);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 async fn summary(state: &State) -> Result<Value, String> {
@@ -160,6 +236,25 @@ mod tests {
         assert_eq!(node_cpu_nanos(stat), Some((100 + 5 + 50 + 1 + 2 + 3) * 10_000_000));
         let meminfo = "MemTotal:       1000 kB\nMemFree:         200 kB\nMemAvailable:    500 kB\nInactive(file):  100 kB\n";
         assert_eq!(node_memory(meminfo), Some((1_024_000, 512_000, 819_200, 716_800)));
+    }
+
+    #[test]
+    fn resource_metrics_render_the_summary() {
+        let summary = json!({
+            "node": {"cpu": {"time": "2026-01-01T00:00:00Z", "usageCoreNanoSeconds": 2_500_000_000u64},
+                     "memory": {"time": "2026-01-01T00:00:00Z", "workingSetBytes": 1024}},
+            "pods": [{"podRef": {"name": "web", "namespace": "default", "uid": "u"},
+                      "cpu": {"time": "2026-01-01T00:00:00Z", "usageCoreNanoSeconds": 5_000_000},
+                      "memory": {"time": "2026-01-01T00:00:00Z", "workingSetBytes": 2048},
+                      "containers": [{"name": "app", "startTime": "2026-01-01T00:00:00Z",
+                                      "cpu": {"time": "2026-01-01T00:00:00Z", "usageCoreNanoSeconds": 5_000_000},
+                                      "memory": {"time": "2026-01-01T00:00:00Z", "workingSetBytes": 2048}}]}],
+        });
+        let text = resource_metrics(&summary);
+        assert!(text.contains("node_cpu_usage_seconds_total 2.5 1767225600000\n"), "{text}");
+        assert!(text.contains("container_memory_working_set_bytes{container=\"app\",namespace=\"default\",pod=\"web\"} 2048 1767225600000\n"), "{text}");
+        assert!(text.contains("container_start_time_seconds{container=\"app\",namespace=\"default\",pod=\"web\"} 1767225600\n"), "{text}");
+        assert!(text.contains("# TYPE scrape_error gauge\nscrape_error 0\n"), "{text}");
     }
 
     #[test]
