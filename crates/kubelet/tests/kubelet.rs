@@ -705,3 +705,33 @@ async fn readiness_gates_hold_the_ready_condition() {
     h.wait_pod("gate", "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_sandbox_is_recreated_and_init_containers_run_again() {
+    let h = Harness::new().await;
+    h.fake.set_behaviour("prep", Behaviour::ExitAfter(Duration::from_millis(20), 0));
+    let kubelet = h.start_kubelet();
+    let mut spec = pod("phoenix", json!([{ "name": "app", "image": "busybox:1.36" }]));
+    spec["spec"]["initContainers"] = json!([{ "name": "prep", "image": "busybox:1.36" }]);
+    let uid = h.create_pod(spec).await.metadata.uid.unwrap();
+    h.wait_pod("phoenix", "Running", |p| phase(p) == "Running").await;
+    let sandbox = h.fake.sandboxes().into_iter().find(|s| s.uid == uid).unwrap();
+    assert_eq!(sandbox.attempt, 0);
+    // The sandbox dies (as after a host reboot): everything in it stops.
+    h.fake.stop_pod_sandbox(&sandbox.id).await.unwrap();
+    h.wait_event("phoenix", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.").await;
+    let p = h
+        .wait_pod("phoenix", "Running in a new sandbox", |p| {
+            phase(p) == "Running" && cs(p, "app").is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        })
+        .await;
+    let sandboxes: Vec<_> = h.fake.sandboxes().into_iter().filter(|s| s.uid == uid).collect();
+    assert!(
+        sandboxes.iter().any(|s| s.attempt == 1 && s.state == skiff_runtime::cri::SandboxState::Ready),
+        "{sandboxes:?}"
+    );
+    let order: Vec<String> = h.fake.start_order().into_iter().filter(|(u, _)| *u == uid).map(|(_, n)| n).collect();
+    assert_eq!(order, ["prep", "app", "prep", "app"]);
+    assert_eq!(cs(&p, "app").unwrap().restart_count, 1);
+    kubelet.stop().await;
+}

@@ -238,7 +238,13 @@ impl Kubelet {
                 continue;
             }
             match &latest {
-                Some(l) if l.state == ContainerState::Exited && l.exit_code == Some(0) => continue,
+                // A completion counts in the current sandbox only: a recreated sandbox runs them again.
+                Some(l) if l.state == ContainerState::Exited && l.exit_code == Some(0) => {
+                    if l.sandbox_id == target.sandbox_id {
+                        continue;
+                    }
+                    self.start_container(&target, c, latest.as_ref(), &rt, st, &mut wake, &restart_now).await;
+                }
                 Some(l) if l.state == ContainerState::Exited => {
                     if should_restart(&policy, l.exit_code.unwrap_or(1)) {
                         self.start_container(&target, c, latest.as_ref(), &rt, st, &mut wake, &restart_now).await;
