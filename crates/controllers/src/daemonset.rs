@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
 use crate::controller_utils::{Backoff, pod_from_template};
-use crate::job::{Clock, publish, selector_params, system_clock};
-use crate::pod_util::{controller_ref, is_controlled_by, is_pod_available, is_pod_ready};
+use crate::job::{Clock, claim_pods, publish, selector_params, system_clock};
+use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The deprecated label with the DaemonSet generation a pod was made from.
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -234,13 +234,7 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         .list(&ListParams::default())
         .await?
         .items;
-    let pods: Vec<Pod> = pods_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods: Vec<Pod> = claim_pods(&pods_api, &ds, pods_api.list(&lp).await?.items).await?;
 
     // The revision of the current template, and the history.
     let mut revisions =

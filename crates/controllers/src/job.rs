@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller_utils::{object_reference, pod_from_template, record_event};
-use crate::pod_util::{controller_ref, is_controlled_by, is_pod_ready};
+use crate::pod_util::{controller_ref, is_pod_ready};
 
 pub use status::{format_indexes, parse_indexes};
 
@@ -224,6 +224,37 @@ pub(crate) fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<List
     Ok(Some(ListParams::default().labels_from(&selector)))
 }
 
+/// The pods an owner controls among those its selector matched: its own, plus orphans it adopts
+/// (upstream's `ClaimPods` without release: pods listed by the selector always match it).
+pub(crate) async fn claim_pods<K: Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    owner: &K,
+    matched: Vec<Pod>,
+) -> Result<Vec<Pod>, kube::Error> {
+    use crate::controller_utils::{Claim, adopt, claim};
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let mut out = Vec::with_capacity(matched.len());
+    for pod in matched {
+        match claim(&pod.metadata, &uid, true, deleting) {
+            Claim::Keep => out.push(pod),
+            Claim::Adopt => {
+                let Some(r) = controller_ref(owner) else {
+                    continue;
+                };
+                match adopt(api, &pod.metadata, r).await {
+                    Ok(p) => out.push(p),
+                    // Gone or changed meanwhile: the next sync sees it as it is.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Claim::Release | Claim::Ignore => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Removes one finalizer with a JSON patch guarded by a test of the list, so a concurrent change fails cleanly.
 pub(crate) async fn remove_finalizer(
     api: &Api<Pod>,
@@ -366,19 +397,12 @@ async fn reconcile(cached: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
     let Some(job) = jobs.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
-    let uid = job.uid().unwrap_or_default();
     let now = (st.config.clock)();
 
     let params = selector_params(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
         .map_err(|e| Error::Selector(name.clone(), e))?;
     let pods: Vec<Pod> = match params {
-        Some(lp) => pods_api
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| is_controlled_by(&p.metadata, &uid))
-            .collect(),
+        Some(lp) => claim_pods(&pods_api, &job, pods_api.list(&lp).await?.items).await?,
         None => Vec::new(),
     };
 

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
 use crate::controller_utils::pod_from_template;
-use crate::job::{Clock, publish, selector_params, system_clock};
-use crate::pod_util::{controller_ref, is_controlled_by, is_pod_available, is_pod_ready};
+use crate::job::{Clock, claim_pods, publish, selector_params, system_clock};
+use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The label with a StatefulSet pod's name.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -259,13 +259,7 @@ async fn reconcile(cached: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, E
         return Ok(Action::await_change());
     };
     let now = (st.config.clock)();
-    let pods: Vec<Pod> = pods_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods: Vec<Pod> = claim_pods(&pods_api, &set, pods_api.list(&lp).await?.items).await?;
 
     // Revisions: the update revision is the current template's; the current one is what the set last settled on.
     let mut revisions =

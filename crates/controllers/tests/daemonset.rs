@@ -260,3 +260,56 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = kube::Client::new(server.router.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    nodes
+        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+        .await
+        .unwrap();
+    let orphan: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "left-behind", "labels": {"app": "agent"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "agent:1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &orphan).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemonset::run(
+        Context::new(client.clone()),
+        shutdown.clone(),
+    ));
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"type": "OnDelete"},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
+        }
+    }))
+    .unwrap();
+    let ds = dss.create(&PostParams::default(), &ds).await.unwrap();
+    eventually("the orphan is adopted", || async {
+        let p = pods.get("left-behind").await.unwrap();
+        p.metadata.owner_references.is_some_and(|r| {
+            r.iter()
+                .any(|r| r.uid == ds.metadata.uid.clone().unwrap() && r.controller == Some(true))
+        })
+    })
+    .await;
+    eventually("the status counts it", || async {
+        dss.get("agent")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.current_number_scheduled == 1)
+    })
+    .await;
+    assert_eq!(live_pods(&pods).await.len(), 1, "no second daemon on n1");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
