@@ -99,7 +99,7 @@ fn select_victims_on_node(
         ni.remove_pod(&v.uid);
         fw.remove_pod(&mut st, pod, v, &ni, cache);
     }
-    fw.run_filter(&st, pod, &ni)?;
+    fw.run_filter_with_nominated(&st, pod, &ni, cache)?;
     potential.sort_by(|a, b| more_important(a, b));
     let (violating, non_violating) = split_by_pdb(potential, pdbs);
     let mut victims = Vec::new();
@@ -108,7 +108,7 @@ fn select_victims_on_node(
         for p in group {
             ni.add_pod(p.clone());
             fw.add_pod(&mut st, pod, &p, &ni, cache);
-            if fw.run_filter(&st, pod, &ni).is_err() {
+            if fw.run_filter_with_nominated(&st, pod, &ni, cache).is_err() {
                 ni.remove_pod(&p.uid);
                 fw.remove_pod(&mut st, pod, &p, &ni, cache);
                 if violates {
