@@ -219,7 +219,21 @@ pub fn object_reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectR
 
 /// Publishes an event about `regarding`; a failure is logged, never returned (events are best effort).
 pub async fn record_event(recorder: &Recorder, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
-    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    record_event_related(recorder, regarding, None, type_, reason, note).await
+}
+
+/// `record_event` with the object the event is also about (the pod created, the set scaled). The recorder
+/// folds repeats of one (regarding, related, reason) into a series with a count, so naming `related`
+/// keeps events about different objects apart, as upstream's messages do.
+pub async fn record_event_related(
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    related: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: related };
     if let Err(e) = recorder.publish(&ev, regarding).await {
         tracing::debug!(error = %e, reason, "could not record an event");
     }

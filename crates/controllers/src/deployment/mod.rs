@@ -53,6 +53,12 @@ impl State {
     pub async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
         record_event(&self.recorder, &object_reference(d), type_, reason, note).await;
     }
+
+    /// An event about the Deployment that also concerns one of its ReplicaSets.
+    pub async fn event_about(&self, d: &Deployment, rs: &ReplicaSet, type_: EventType, reason: &str, note: String) {
+        let related = Some(object_reference(rs));
+        crate::controller_utils::record_event_related(&self.recorder, &object_reference(d), related, type_, reason, note).await;
+    }
 }
 
 /// Runs the Deployment controller until `shutdown` is cancelled.

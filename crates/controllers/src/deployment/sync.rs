@@ -150,7 +150,8 @@ pub async fn new_rs_and_sync_revision(state: &State, d: &mut Deployment, sets: &
         }
     };
     if new_replicas > 0 {
-        state.event(d, EventType::Normal, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {new_replicas}")).await;
+        let note = format!("Scaled up replica set {name} from 0 to {new_replicas}");
+        state.event_about(d, &created, EventType::Normal, "ScalingReplicaSet", note).await;
     }
     sets.push(created);
     patch_deployment_revision(state, d, &new_revision.to_string()).await?;
@@ -198,7 +199,8 @@ pub async fn scale_rs(state: &State, d: &Deployment, sets: &mut [ReplicaSet], i:
     let name = rs.metadata.name.clone().unwrap_or_default();
     sets[i] = state.rs_api(&ns).replace(&name, &PostParams::default(), &rs).await?;
     if size_changes {
-        state.event(d, EventType::Normal, "ScalingReplicaSet", format!("Scaled {op} replica set {name} from {old} to {new_scale}")).await;
+        let note = format!("Scaled {op} replica set {name} from {old} to {new_scale}");
+        state.event_about(d, &sets[i], EventType::Normal, "ScalingReplicaSet", note).await;
     }
     Ok(size_changes)
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::controller_utils::{
     self as cu, BURST_REPLICAS, Backoff, Claim, Expectations, SLOW_START_INITIAL_BATCH_SIZE, object_reference,
-    record_event,
+    record_event, record_event_related,
 };
 use crate::pod_util::{controller_of, is_pod_active, is_pod_available, is_pod_ready};
 
@@ -286,7 +286,9 @@ async fn manage_replicas(state: &State, rs: &ReplicaSet, pods: &[Arc<Pod>], key:
         .await;
         for p in &created {
             let pn = p.metadata.name.as_deref().unwrap_or("");
-            record_event(&state.recorder, &regarding, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pn}")).await;
+            let related = Some(object_reference(p));
+            record_event_related(&state.recorder, &regarding, related, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pn}"))
+                .await;
         }
         if let Some(e) = err {
             let msg = api_message(&e);
@@ -309,10 +311,12 @@ async fn manage_replicas(state: &State, rs: &ReplicaSet, pods: &[Arc<Pod>], key:
         }))
         .await;
         let mut first_err = None;
-        for (pn, r) in results {
+        for ((pn, r), v) in results.into_iter().zip(&victims) {
             match r {
                 Ok(_) => {
-                    record_event(&state.recorder, &regarding, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {pn}")).await
+                    let related = Some(object_reference(v.as_ref()));
+                    let note = format!("Deleted pod: {pn}");
+                    record_event_related(&state.recorder, &regarding, related, EventType::Normal, "SuccessfulDelete", note).await
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => state.expectations.deletion_observed(key, &pn),
                 Err(e) => {
