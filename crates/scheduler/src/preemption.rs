@@ -271,6 +271,24 @@ mod tests {
     }
 
     #[test]
+    fn leaves_nodes_to_pods_already_nominated_there() {
+        let nodes = [NodeBuilder::new("n1").cpu("2").build(), NodeBuilder::new("n2").cpu("2").build()];
+        let pods = [
+            PodBuilder::new("v1").container("2", "").priority(1).node("n1").build(),
+            PodBuilder::new("v2").container("2", "").priority(5).node("n2").build(),
+        ];
+        let mut cache = cache_with(&nodes, &pods);
+        // An earlier preemptor waits for n1, where the cheaper victim is.
+        let first = PodBuilder::new("first").container("2", "").priority(100).info();
+        cache.set_nominated(&first, Some("n1"));
+        let fw = framework();
+        let second = PodBuilder::new("second").container("2", "").priority(100).info();
+        let (fit, state) = *Algorithm::default().schedule_pod(&fw, &cache, &second, &mut rand::rng()).unwrap_err();
+        let c = preempt(&fw, &cache, &state, &second, &fit.diagnosis, &[], &mut rand::rng()).unwrap();
+        assert_eq!((c.node.as_str(), names(&c)), ("n2", vec!["v2"]));
+    }
+
+    #[test]
     fn explains_when_preemption_cannot_help() {
         let nodes = [
             NodeBuilder::new("tainted").taint("k", "v", "NoSchedule").build(),
