@@ -523,3 +523,103 @@ fn a_host_network_pod_uses_the_nodes_network() {
     let line = parse_line(log.lines().next().unwrap().as_bytes()).unwrap();
     assert_eq!(String::from_utf8_lossy(&line.content).trim(), node_links.to_string());
 }
+
+/// The "agent" that `kill_9_of_the_agent_leaves_containers_running` starts and kills: it opens a runtime over
+/// the root it is given, runs a pod with one container, reports the ids and waits to be killed.
+#[test]
+#[ignore = "a helper process: run only by kill_9_of_the_agent_leaves_containers_running, which kills it"]
+fn agent_process_for_the_kill_9_test() {
+    let dir = PathBuf::from(std::env::var("SKIFF_TEST_AGENT_DIR").expect("run by kill_9_of_the_agent_leaves_containers_running"));
+    let cgroup_parent = PathBuf::from(std::env::var("SKIFF_TEST_AGENT_CGROUP").unwrap());
+    let image = testing::busybox_image(&dir.join("child-image")).unwrap();
+    let images = Arc::new(ImageStore::open(&dir.join("child-images")).unwrap());
+    images.import_archive(&image.oci_archive).unwrap();
+    let root = dir.join("agent");
+    let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
+    cni.bridge = "skiff-t0".into();
+    let config = OciConfig {
+        root,
+        runc: PathBuf::from("runc"),
+        shim: ShimCommand {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_skiff-shim")),
+            prefix: vec![],
+        },
+        cni,
+        cgroup_parent,
+    };
+    let runtime = OciRuntime::new(config, images).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pod = PodSandboxConfig {
+        name: "killed-agent".into(),
+        namespace: "default".into(),
+        uid: format!("uid-killed-agent-{}", std::process::id()),
+        hostname: "killed-agent".into(),
+        log_directory: dir.join("logs/pods/default_killed-agent"),
+        ..Default::default()
+    };
+    let sb = rt.block_on(runtime.run_pod_sandbox(&pod)).unwrap();
+    let c = container("survivor", &["sh", "-c", "while true; do echo alive; sleep 0.2; done"]);
+    let id = rt.block_on(runtime.create_container(&sb, &c, &pod)).unwrap();
+    rt.block_on(runtime.start_container(&id)).unwrap();
+    // Straight to fd 1: libtest captures `println!` even in a child run.
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(format!("READY {sb} {id}\n").as_bytes()).unwrap();
+    out.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn kill_9_of_the_agent_leaves_containers_running() {
+    use std::io::BufRead;
+    let node = Node::new();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "agent_process_for_the_kill_9_test", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("SKIFF_TEST_AGENT_DIR", node.dir())
+        .env("SKIFF_TEST_AGENT_CGROUP", &node.config.cgroup_parent)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut agent = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest prints "test ... " first, on the same line.
+            if let Some((_, rest)) = line.split_once("READY ") {
+                let v: Vec<String> = rest.split(' ').map(str::to_string).collect();
+                let _ = tx.send((v[0].clone(), v[1].clone()));
+                break;
+            }
+        }
+    });
+    let (sb, id) = rx.recv_timeout(Duration::from_secs(120)).expect("the agent process did not start its pod");
+    // kill -9 of the agent.
+    agent.0.kill().unwrap();
+    let status = agent.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The runtime of the restarted agent sees the pod still running, and the container still logging.
+    let s = node.block_on(node.rt().container_status(&id)).unwrap();
+    assert_eq!(s.state, ContainerState::Running, "{s:?}");
+    assert_eq!(s.sandbox_id, sb);
+    let lines_before = std::fs::read_to_string(&s.log_path).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(600));
+    let lines_after = std::fs::read_to_string(&s.log_path).unwrap().lines().count();
+    assert!(lines_after > lines_before, "the container stopped logging after the agent died");
+    assert_eq!(node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap().state, SandboxState::Ready);
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
+    assert_eq!(node.block_on(node.rt().container_status(&id)).unwrap().exit_code, Some(137));
+    node.block_on(node.rt().remove_pod_sandbox(&sb)).unwrap();
+    assert!(!node.config.root.join("sandboxes").join(&sb).exists());
+}
