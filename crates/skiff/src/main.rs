@@ -32,6 +32,12 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// The per-container shim the node agent starts (internal: `skiff shim --id ... --bundle ...`).
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Caps glibc's malloc arenas. By default every thread that allocates may get its own arena (up to
@@ -56,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
+        Command::Shim { args } => std::process::exit(skiff_runtime::shim::main(&args)),
         Command::Server(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(server::run(*args))
