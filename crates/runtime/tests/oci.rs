@@ -623,3 +623,42 @@ fn kill_9_of_the_agent_leaves_containers_running() {
     node.block_on(node.rt().remove_pod_sandbox(&sb)).unwrap();
     assert!(!node.config.root.join("sandboxes").join(&sb).exists());
 }
+
+#[test]
+fn a_host_port_reaches_the_pod_through_portmap() {
+    use std::io::{Read, Write};
+    let node = Node::new();
+    let mut pod = node.pod("hostport");
+    pod.port_mappings = vec![skiff_runtime::cni::PortMapping {
+        host_port: 18080,
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_ip: None,
+    }];
+    let sb = node.block_on(node.rt().run_pod_sandbox(&pod)).unwrap();
+    node.run_container(
+        &sb,
+        &pod,
+        container("web", &["sh", "-c", "mkdir -p /www && echo via-host-port > /www/index.html && exec httpd -f -p 8080 -h /www"]),
+    );
+    // The node's address on the pod bridge; the test thread is in the node's network namespace.
+    let start = Instant::now();
+    let body = loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(&([10, 244, 9, 1], 18080).into(), Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match attempt {
+            Ok(b) if b.contains("via-host-port") => break b,
+            other => {
+                assert!(start.elapsed() < Duration::from_secs(10), "{other:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert!(body.starts_with("HTTP/1."), "{body}");
+}
