@@ -36,61 +36,6 @@ pub fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-/// The QoS class (upstream's `GetPodQOS`): Guaranteed when every container has cpu and memory limits equal
-/// to its requests, BestEffort when none has any, else Burstable.
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = &pod.spec else { return "BestEffort" };
-    let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in all {
-        let res = c.resources.clone().unwrap_or_default();
-        let limits = res.limits.unwrap_or_default();
-        let mut requests = res.requests.unwrap_or_default();
-        for (k, v) in &limits {
-            requests.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let relevant =
-            |m: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-                m.iter().filter(|(k, q)| (k.as_str() == "cpu" || k.as_str() == "memory") && !is_zero(&q.0)).count()
-            };
-        if relevant(&requests) > 0 || relevant(&limits) > 0 {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            match (limits.get(r), requests.get(r)) {
-                (Some(l), Some(q)) if same_quantity(r, &l.0, &q.0) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-fn is_zero(q: &str) -> bool {
-    q.trim_start_matches(['0', '.']).chars().all(|c| !c.is_ascii_digit())
-}
-
-fn same_quantity(resource: &str, a: &str, b: &str) -> bool {
-    if resource == "cpu" {
-        match (skiff_runtime::bundle::parse_cpu_millis(a), skiff_runtime::bundle::parse_cpu_millis(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => a == b,
-        }
-    } else {
-        match (skiff_runtime::bundle::parse_bytes(a), skiff_runtime::bundle::parse_bytes(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => a == b,
-        }
-    }
-}
-
 /// Reads a container's termination message: its `terminationMessagePath` file (up to 4 KiB), else with
 /// `FallbackToLogsOnError` and a failure, the last 80 lines (at most 2 KiB) of its log.
 pub fn termination_message(host_file: &Path, container: &Container, status: &cri::ContainerStatus) -> String {
@@ -432,7 +377,7 @@ pub fn generate(input: &StatusInput) -> PodStatus {
         pod_ip: pod_ip.clone(),
         pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
         start_time: old.start_time.clone().or(Some(now)),
-        qos_class: Some(qos_class(pod).into()),
+        qos_class: Some(crate::container_config::pod_qos(pod).as_str().into()),
         container_statuses: Some(app),
         init_container_statuses: (!init_specs.is_empty()).then_some(init),
         nominated_node_name: old.nominated_node_name.clone(),
@@ -480,35 +425,6 @@ pub async fn update(client: &Client, pod: &Pod, status: &serde_json::Value) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-
-    fn pod_with(resources: Option<(&[(&str, &str)], &[(&str, &str)])>) -> Pod {
-        let resources = resources.map(|(req, lim)| ResourceRequirements {
-            requests: Some(req.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()),
-            limits: Some(lim.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()),
-            ..Default::default()
-        });
-        Pod {
-            spec: Some(PodSpec {
-                containers: vec![Container { name: "c".into(), resources, ..Default::default() }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn qos_classes() {
-        assert_eq!(qos_class(&pod_with(None)), "BestEffort");
-        assert_eq!(qos_class(&pod_with(Some((&[("cpu", "100m")], &[])))), "Burstable");
-        assert_eq!(qos_class(&pod_with(Some((&[], &[("cpu", "1"), ("memory", "64Mi")])))), "Guaranteed");
-        assert_eq!(
-            qos_class(&pod_with(Some((&[("cpu", "1000m")], &[("cpu", "1"), ("memory", "64Mi")])))),
-            "Guaranteed"
-        );
-        assert_eq!(qos_class(&pod_with(Some((&[("cpu", "500m")], &[("cpu", "1"), ("memory", "64Mi")])))), "Burstable");
-    }
 
     #[test]
     fn log_tail_keeps_the_last_lines() {

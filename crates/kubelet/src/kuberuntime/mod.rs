@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use skiff_runtime::cri::{
     ContainerFilter, ContainerState, ContainerStatus, PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::KubeletConfig;
 use crate::container_config::NodeContext;
+pub use crate::env::find_container;
 use crate::images::ImageManager;
 use crate::probes::ProbeManager;
 use crate::run::Deps;
@@ -69,11 +70,20 @@ pub struct PodState {
     pub last_status: Option<serde_json::Value>,
     /// Wakes the pod's worker (probe results, runtime changes).
     pub notify: Arc<Notify>,
+    /// The runtime's view at the end of the last sync, for the status that follows it.
+    pub view: Option<PodRuntime>,
 }
 
 impl PodState {
     pub fn new(notify: Arc<Notify>) -> Self {
-        PodState { waiting: HashMap::new(), volumes: None, messages: HashMap::new(), last_status: None, notify }
+        PodState {
+            waiting: HashMap::new(),
+            volumes: None,
+            messages: HashMap::new(),
+            last_status: None,
+            notify,
+            view: None,
+        }
     }
 }
 
@@ -103,12 +113,6 @@ pub fn grace_period(pod: &Pod) -> Duration {
         .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30);
     Duration::from_secs(secs.max(0) as u64)
-}
-
-/// The spec of container `name` among init and app containers.
-pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
-    let spec = pod.spec.as_ref()?;
-    spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name)
 }
 
 impl Kubelet {
@@ -270,12 +274,15 @@ impl Kubelet {
             return;
         }
         let uid = pod_uid(pod);
-        let rt = match self.pod_runtime(&uid).await {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::warn!(pod = %uid, error = %e, "failed to read the pod's containers for its status");
-                return;
-            }
+        let rt = match state.view.take() {
+            Some(rt) => rt,
+            None => match self.pod_runtime(&uid).await {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!(pod = %uid, error = %e, "failed to read the pod's containers for its status");
+                    return;
+                }
+            },
         };
         let pod_dir = self.volumes.pod_dir(&uid);
         for c in rt.containers.iter().filter(|c| c.state == ContainerState::Exited) {

@@ -68,6 +68,7 @@ impl Kubelet {
         let uid = pod_uid(pod);
         let retry = self.config.backoff_initial;
         st.waiting.clear();
+        st.view = None;
         let mut rt = match self.pod_runtime(&uid).await {
             Ok(rt) => rt,
             Err(e) => {
@@ -292,6 +293,7 @@ impl Kubelet {
                     );
                 }
             }
+            st.view = Some(now);
         }
         wake.0
     }
