@@ -194,7 +194,8 @@ pub fn phase(pod: &Pod, init: &[ContainerStatus], app: &[ContainerStatus]) -> &'
     for (s, st) in init_specs.iter().zip(init) {
         let state = st.state.clone().unwrap_or_default();
         if is_sidecar(s) {
-            if !st.started.unwrap_or(false) {
+            // A sidecar holds the pod until it started; one that terminated was stopped with the pod.
+            if !st.started.unwrap_or(false) && state.terminated.is_none() {
                 pending_init = true;
             }
             continue;
@@ -312,7 +313,14 @@ pub fn generate(input: &StatusInput) -> PodStatus {
     let incomplete: Vec<String> = init_specs
         .iter()
         .zip(&init)
-        .filter(|(s, st)| if is_sidecar(s) { !st.started.unwrap_or(false) } else { !st.ready })
+        .filter(|(s, st)| {
+            if is_sidecar(s) {
+                let terminated = st.state.as_ref().is_some_and(|x| x.terminated.is_some());
+                !st.started.unwrap_or(false) && !terminated
+            } else {
+                !st.ready
+            }
+        })
         .map(|(s, _)| s.name.clone())
         .collect();
     let initialized = incomplete.is_empty()

@@ -735,3 +735,20 @@ async fn a_dead_sandbox_is_recreated_and_init_containers_run_again() {
     assert_eq!(cs(&p, "app").unwrap().restart_count, 1);
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_like_pod_with_a_sidecar_succeeds_and_the_sidecar_is_stopped() {
+    let h = Harness::new().await;
+    h.fake.set_behaviour("work", Behaviour::ExitAfter(Duration::from_millis(100), 0));
+    let kubelet = h.start_kubelet();
+    let mut spec = pod("job", json!([{ "name": "work", "image": "busybox:1.36" }]));
+    spec["spec"]["restartPolicy"] = json!("Never");
+    spec["spec"]["initContainers"] = json!([{ "name": "logger", "image": "busybox:1.36", "restartPolicy": "Always" }]);
+    h.create_pod(spec).await;
+    let p = h.wait_pod("job", "Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    let logger = &p.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    assert!(logger.state.as_ref().unwrap().terminated.is_some(), "{logger:?}");
+    h.wait_event("job", "Killing", "Stopping container logger").await;
+    kubelet.stop().await;
+}
