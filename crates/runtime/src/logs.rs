@@ -70,13 +70,20 @@ pub fn format_timestamp(t: SystemTime) -> String {
 pub fn parse_line(line: &[u8]) -> Result<LogLine, LogParseError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let (ts, rest) = split_field(line).ok_or(LogParseError::NoTimestamp)?;
-    let ts = std::str::from_utf8(ts).map_err(|_| LogParseError::BadTimestamp(String::from_utf8_lossy(ts).into()))?;
-    let timestamp: jiff::Timestamp = ts.parse().map_err(|_| LogParseError::BadTimestamp(ts.to_string()))?;
+    let ts = std::str::from_utf8(ts)
+        .map_err(|_| LogParseError::BadTimestamp(String::from_utf8_lossy(ts).into()))?;
+    let timestamp: jiff::Timestamp = ts
+        .parse()
+        .map_err(|_| LogParseError::BadTimestamp(ts.to_string()))?;
     let (stream, rest) = split_field(rest).ok_or(LogParseError::NoStream)?;
     let stream = match stream {
         b"stdout" => Stream::Stdout,
         b"stderr" => Stream::Stderr,
-        other => return Err(LogParseError::BadStream(String::from_utf8_lossy(other).into())),
+        other => {
+            return Err(LogParseError::BadStream(
+                String::from_utf8_lossy(other).into(),
+            ));
+        }
     };
     let (tag, content) = match split_field(rest) {
         Some((tag, content)) => (tag, content),
@@ -104,7 +111,13 @@ fn split_field(s: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Writes one record.
-pub fn write_record(out: &mut impl Write, time: SystemTime, stream: Stream, partial: bool, content: &[u8]) -> io::Result<()> {
+pub fn write_record(
+    out: &mut impl Write,
+    time: SystemTime,
+    stream: Stream,
+    partial: bool,
+    content: &[u8],
+) -> io::Result<()> {
     let mut rec = Vec::with_capacity(content.len() + 48);
     rec.extend_from_slice(format_timestamp(time).as_bytes());
     rec.push(b' ');
@@ -197,7 +210,10 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_nano_utc() {
         assert_eq!(format_timestamp(t()), "2025-11-25T13:55:01.12345Z");
-        assert_eq!(format_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1)), "1970-01-01T00:00:01Z");
+        assert_eq!(
+            format_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1)),
+            "1970-01-01T00:00:01Z"
+        );
     }
 
     #[test]
@@ -219,7 +235,10 @@ mod tests {
         let recs = records(&out);
         assert_eq!(recs.len(), 4);
         assert_eq!(recs[2].content, b"");
-        assert!(recs.iter().all(|r| !r.partial && r.stream == Stream::Stdout && r.timestamp == t()));
+        assert!(
+            recs.iter()
+                .all(|r| !r.partial && r.stream == Stream::Stdout && r.timestamp == t())
+        );
     }
 
     #[test]
@@ -229,7 +248,10 @@ mod tests {
         s.feed(b"abcdefghij\nabcd\nabcd", t(), &mut out).unwrap();
         s.feed(b"e\n", t(), &mut out).unwrap();
         let recs = records(&out);
-        let got: Vec<(bool, &[u8])> = recs.iter().map(|r| (r.partial, r.content.as_slice())).collect();
+        let got: Vec<(bool, &[u8])> = recs
+            .iter()
+            .map(|r| (r.partial, r.content.as_slice()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -264,18 +286,40 @@ mod tests {
         assert_eq!(l.stream, Stream::Stdout);
         assert!(l.partial);
         assert_eq!(l.content, b"log content 1");
-        let nanos = l.timestamp.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = l
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         assert_eq!(nanos, 669_794_202);
-        let l = parse_line(b"2016-10-06T00:17:09.669794203+02:00 stderr F:extra  two spaces\n").unwrap();
+        let l = parse_line(b"2016-10-06T00:17:09.669794203+02:00 stderr F:extra  two spaces\n")
+            .unwrap();
         assert_eq!(l.stream, Stream::Stderr);
         assert!(!l.partial);
         assert_eq!(l.content, b" two spaces");
-        assert_eq!(parse_line(b"2016-10-06T00:17:09Z stdout F").unwrap().content, b"");
+        assert_eq!(
+            parse_line(b"2016-10-06T00:17:09Z stdout F")
+                .unwrap()
+                .content,
+            b""
+        );
 
         assert_eq!(parse_line(b"nothing"), Err(LogParseError::NoTimestamp));
-        assert!(matches!(parse_line(b"yesterday stdout F x"), Err(LogParseError::BadTimestamp(_))));
-        assert_eq!(parse_line(b"2016-10-06T00:17:09Z stdout"), Err(LogParseError::NoStream));
-        assert!(matches!(parse_line(b"2016-10-06T00:17:09Z stdin F x"), Err(LogParseError::BadStream(_))));
-        assert!(matches!(parse_line(b"2016-10-06T00:17:09Z stdout X x"), Err(LogParseError::BadTag(_))));
+        assert!(matches!(
+            parse_line(b"yesterday stdout F x"),
+            Err(LogParseError::BadTimestamp(_))
+        ));
+        assert_eq!(
+            parse_line(b"2016-10-06T00:17:09Z stdout"),
+            Err(LogParseError::NoStream)
+        );
+        assert!(matches!(
+            parse_line(b"2016-10-06T00:17:09Z stdin F x"),
+            Err(LogParseError::BadStream(_))
+        ));
+        assert!(matches!(
+            parse_line(b"2016-10-06T00:17:09Z stdout X x"),
+            Err(LogParseError::BadTag(_))
+        ));
     }
 }

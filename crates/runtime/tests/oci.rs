@@ -12,8 +12,8 @@ use skiff_runtime::bundle;
 use skiff_runtime::cgroups::Cgroups;
 use skiff_runtime::cni::NetworkConfig;
 use skiff_runtime::cri::{
-    ContainerConfig, ContainerFilter, ContainerState, PodSandboxConfig, RuntimeError, RuntimeService, SandboxState,
-    StreamOptions, TerminalSize,
+    ContainerConfig, ContainerFilter, ContainerState, PodSandboxConfig, RuntimeError,
+    RuntimeService, SandboxState, StreamOptions, TerminalSize,
 };
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::logs::{Stream, parse_line};
@@ -42,23 +42,44 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        require(unsafe { libc::geteuid() } == 0, "it needs root (mounts, namespaces, cgroups)");
-        require(Path::new("/usr/lib/cni/bridge").exists(), "Debian's containernetworking-plugins are not installed");
-        require(Path::new(testing::BUSYBOX).exists(), "Debian's busybox-static is not installed");
+        require(
+            unsafe { libc::geteuid() } == 0,
+            "it needs root (mounts, namespaces, cgroups)",
+        );
+        require(
+            Path::new("/usr/lib/cni/bridge").exists(),
+            "Debian's containernetworking-plugins are not installed",
+        );
+        require(
+            Path::new(testing::BUSYBOX).exists(),
+            "Debian's busybox-static is not installed",
+        );
         // SAFETY: affects only this thread (and what it starts).
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         run("ip", &["link", "set", "lo", "up"]);
-        let dir = tempfile::Builder::new().prefix("skiff-oci-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-oci-")
+            .tempdir()
+            .unwrap();
         let image = testing::busybox_image(&dir.path().join("image")).unwrap();
         let images = Arc::new(ImageStore::open(&dir.path().join("agent/images")).unwrap());
         images.import_archive(&image.oci_archive).unwrap();
         let root = dir.path().join("agent");
         let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
         cni.bridge = "skiff-t0".into();
-        let cgroup_parent = Cgroups::detect()
-            .unwrap()
-            .own_cgroup()
-            .join(format!("skiff-test-{}", dir.path().file_name().unwrap().to_string_lossy().trim_start_matches("skiff-oci-")));
+        let cgroup_parent = Cgroups::detect().unwrap().own_cgroup().join(format!(
+            "skiff-test-{}",
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("skiff-oci-")
+        ));
         let config = OciConfig {
             root,
             runc: PathBuf::from("runc"),
@@ -70,7 +91,11 @@ impl Node {
             cgroup_parent,
         };
         let runtime = OciRuntime::new(config.clone(), images.clone()).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         Node {
             rt: Some(rt),
             runtime: Some(runtime),
@@ -114,7 +139,9 @@ impl Node {
 
     /// Creates and starts a container running `cmd`.
     fn run_container(&self, sandbox: &str, pod: &PodSandboxConfig, c: ContainerConfig) -> String {
-        let id = self.block_on(self.rt().create_container(sandbox, &c, pod)).unwrap();
+        let id = self
+            .block_on(self.rt().create_container(sandbox, &c, pod))
+            .unwrap();
         self.block_on(self.rt().start_container(&id)).unwrap();
         id
     }
@@ -126,7 +153,10 @@ impl Node {
             if s.state == ContainerState::Exited {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "container {id} did not exit: {s:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "container {id} did not exit: {s:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -142,14 +172,24 @@ fn container(name: &str, cmd: &[&str]) -> ContainerConfig {
         },
         log_path: PathBuf::from(format!("{name}/0.log")),
         labels: BTreeMap::from([("io.kubernetes.container.name".to_string(), name.to_string())]),
-        annotations: BTreeMap::from([("io.kubernetes.container.restartCount".to_string(), "0".to_string())]),
+        annotations: BTreeMap::from([(
+            "io.kubernetes.container.restartCount".to_string(),
+            "0".to_string(),
+        )]),
         ..Default::default()
     }
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -168,7 +208,11 @@ impl Drop for Node {
     fn drop(&mut self) {
         if let (Some(rt), Some(runtime)) = (self.rt.as_ref(), self.runtime.as_ref()) {
             rt.block_on(async {
-                for c in runtime.list_containers(&ContainerFilter::default()).await.unwrap_or_default() {
+                for c in runtime
+                    .list_containers(&ContainerFilter::default())
+                    .await
+                    .unwrap_or_default()
+                {
                     let _ = runtime.remove_container(&c.id).await;
                 }
                 for s in runtime.list_pod_sandboxes().await.unwrap_or_default() {
@@ -213,13 +257,28 @@ fn a_container_prints_to_its_cri_log_and_its_exit_code_is_recorded() {
     assert_eq!(s.exit_code, Some(3));
     assert_eq!(s.reason, "");
     assert!(s.started_at.is_some() && s.finished_at.is_some());
-    assert_eq!(s.image_ref.split('@').next(), Some("docker.io/library/busybox"));
+    assert_eq!(
+        s.image_ref.split('@').next(),
+        Some("docker.io/library/busybox")
+    );
     assert_eq!(s.log_path, pod.log_directory.join("printer/0.log"));
     let text = std::fs::read(&s.log_path).unwrap();
-    let mut lines: Vec<_> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| parse_line(l).unwrap()).collect();
+    let mut lines: Vec<_> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_line(l).unwrap())
+        .collect();
     lines.sort_by_key(|l| l.stream == Stream::Stderr);
-    let got: Vec<(Stream, bool, String)> =
-        lines.iter().map(|l| (l.stream, l.partial, String::from_utf8_lossy(&l.content).to_string())).collect();
+    let got: Vec<(Stream, bool, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.stream,
+                l.partial,
+                String::from_utf8_lossy(&l.content).to_string(),
+            )
+        })
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -235,7 +294,10 @@ fn a_container_prints_to_its_cri_log_and_its_exit_code_is_recorded() {
 fn a_memory_hog_is_oom_killed() {
     let node = Node::new();
     let (sb, pod) = node.run_pod("hog");
-    let mut c = container("hog", &["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]);
+    let mut c = container(
+        "hog",
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"],
+    );
     c.spec.resources.memory_limit_bytes = Some(32 * 1024 * 1024);
     let id = node.run_container(&sb, &pod, c);
     let s = node.wait_exited(&id);
@@ -247,11 +309,19 @@ fn a_memory_hog_is_oom_killed() {
 fn an_unknown_command_is_a_start_error_with_runcs_message() {
     let node = Node::new();
     let (sb, pod) = node.run_pod("nosuch");
-    let id = node.block_on(node.rt().create_container(&sb, &container("nosuch", &["nosuch"]), &pod)).unwrap();
+    let id = node
+        .block_on(
+            node.rt()
+                .create_container(&sb, &container("nosuch", &["nosuch"]), &pod),
+        )
+        .unwrap();
     let err = node.block_on(node.rt().start_container(&id)).unwrap_err();
     match &err {
         RuntimeError::StartContainer(msg) => {
-            assert!(msg.contains(r#"exec: "nosuch": executable file not found in $PATH"#), "{msg}")
+            assert!(
+                msg.contains(r#"exec: "nosuch": executable file not found in $PATH"#),
+                "{msg}"
+            )
         }
         other => panic!("expected StartContainer, got {other:?}"),
     }
@@ -262,7 +332,9 @@ fn an_unknown_command_is_a_start_error_with_runcs_message() {
     // An image that is not there is a create error.
     let mut c = container("missing", &["true"]);
     c.image = "example.com/none:1".into();
-    let err = node.block_on(node.rt().create_container(&sb, &c, &pod)).unwrap_err();
+    let err = node
+        .block_on(node.rt().create_container(&sb, &c, &pod))
+        .unwrap_err();
     assert!(matches!(err, RuntimeError::CreateContainer(_)), "{err:?}");
 }
 
@@ -276,53 +348,124 @@ fn exec_sync_exec_and_attach() {
 
     let cmd = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let r = node
-        .block_on(node.rt().exec_sync(&id, &cmd(&["sh", "-c", "echo out; echo err >&2; exit 7"]), Duration::from_secs(10)))
+        .block_on(node.rt().exec_sync(
+            &id,
+            &cmd(&["sh", "-c", "echo out; echo err >&2; exit 7"]),
+            Duration::from_secs(10),
+        ))
         .unwrap();
     assert_eq!(r.exit_code, 7);
     assert_eq!(r.stdout, b"out\n");
     assert_eq!(r.stderr, b"err\n");
-    let err = node.block_on(node.rt().exec_sync(&id, &cmd(&["nosuch"]), Duration::from_secs(10))).unwrap_err();
-    assert!(err.to_string().contains("executable file not found"), "{err}");
-    let err = node.block_on(node.rt().exec_sync(&id, &cmd(&["sleep", "5"]), Duration::from_millis(300))).unwrap_err();
+    let err = node
+        .block_on(
+            node.rt()
+                .exec_sync(&id, &cmd(&["nosuch"]), Duration::from_secs(10)),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("executable file not found"),
+        "{err}"
+    );
+    let err = node
+        .block_on(
+            node.rt()
+                .exec_sync(&id, &cmd(&["sleep", "5"]), Duration::from_millis(300)),
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
 
     node.block_on(async {
         // Streaming exec with pipes.
-        let opts = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
-        let mut s = node.rt().exec(&id, &cmd(&["sh", "-c", "read x; echo got $x; exit 4"]), &opts).await.unwrap();
+        let opts = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let mut s = node
+            .rt()
+            .exec(
+                &id,
+                &cmd(&["sh", "-c", "read x; echo got $x; exit 4"]),
+                &opts,
+            )
+            .await
+            .unwrap();
         let mut stdin = s.stdin.take().unwrap();
         stdin.write_all(b"abc\n").await.unwrap();
         drop(stdin);
         let mut out = String::new();
-        s.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        s.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
         assert_eq!(out, "got abc\n");
         assert_eq!(s.exit.await.unwrap(), 4);
 
         // With a TTY, and a resize.
-        let opts = StreamOptions { stdin: true, stdout: true, stderr: false, tty: true };
-        let mut s = node.rt().exec(&id, &cmd(&["sh", "-c", "sleep 1; stty size; tty"]), &opts).await.unwrap();
-        s.resize.as_ref().unwrap().send(TerminalSize { width: 100, height: 40 }).await.unwrap();
+        let opts = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        };
+        let mut s = node
+            .rt()
+            .exec(&id, &cmd(&["sh", "-c", "sleep 1; stty size; tty"]), &opts)
+            .await
+            .unwrap();
+        s.resize
+            .as_ref()
+            .unwrap()
+            .send(TerminalSize {
+                width: 100,
+                height: 40,
+            })
+            .await
+            .unwrap();
         let mut out = String::new();
-        s.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        s.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
         assert!(out.contains("40 100"), "{out:?}");
         assert!(out.contains("/dev/pts/"), "{out:?}");
         assert_eq!(s.exit.await.unwrap(), 0);
 
         // Attach to the container's own stdio (the shim's socket).
-        let opts = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
+        let opts = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
         let mut a = node.rt().attach(&id, &opts).await.unwrap();
-        a.stdin.as_mut().unwrap().write_all(b"ping through attach\n").await.unwrap();
+        a.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"ping through attach\n")
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 64];
         let mut got = Vec::new();
         let mut out = a.stdout.take().unwrap();
         while !got.ends_with(b"\n") {
-            let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "attach output ended early");
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, b"ping through attach\n");
     });
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1)))
+        .unwrap();
     let log = std::fs::read_to_string(pod.log_directory.join("cat/0.log")).unwrap();
     assert!(log.contains(" stdout F ping through attach\n"), "{log}");
 }
@@ -332,79 +475,183 @@ fn two_sandboxes_get_ips_and_ping_each_other() {
     let node = Node::new();
     let (a, pod_a) = node.run_pod("ping-a");
     let (b, pod_b) = node.run_pod("ping-b");
-    let ip_a = node.block_on(node.rt().pod_sandbox_status(&a)).unwrap().ip.unwrap();
-    let ip_b = node.block_on(node.rt().pod_sandbox_status(&b)).unwrap().ip.unwrap();
+    let ip_a = node
+        .block_on(node.rt().pod_sandbox_status(&a))
+        .unwrap()
+        .ip
+        .unwrap();
+    let ip_b = node
+        .block_on(node.rt().pod_sandbox_status(&b))
+        .unwrap()
+        .ip
+        .unwrap();
     assert_ne!(ip_a, ip_b);
     let ca = node.run_container(&a, &pod_a, container("a", &["sleep", "1000"]));
     let _cb = node.run_container(&b, &pod_b, container("b", &["sleep", "1000"]));
-    let cmd = vec!["ping".to_string(), "-c".into(), "1".into(), "-W".into(), "5".into(), ip_b.to_string()];
-    let r = node.block_on(node.rt().exec_sync(&ca, &cmd, Duration::from_secs(20))).unwrap();
-    assert_eq!(r.exit_code, 0, "{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
-    assert!(String::from_utf8_lossy(&r.stdout).contains("1 packets received"), "{}", String::from_utf8_lossy(&r.stdout));
+    let cmd = vec![
+        "ping".to_string(),
+        "-c".into(),
+        "1".into(),
+        "-W".into(),
+        "5".into(),
+        ip_b.to_string(),
+    ];
+    let r = node
+        .block_on(node.rt().exec_sync(&ca, &cmd, Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("1 packets received"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
 }
 
 #[test]
 fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
     let node = Node::new();
     let (sb, pod) = node.run_pod("stubborn");
-    let id = node.run_container(&sb, &pod, container("stubborn", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]));
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
+    let id = node.run_container(
+        &sb,
+        &pod,
+        container(
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+        ),
+    );
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1)))
+        .unwrap();
     let s = node.block_on(node.rt().container_status(&id)).unwrap();
     assert_eq!(s.state, ContainerState::Exited);
     assert_eq!(s.exit_code, Some(137));
     // A process that handles SIGTERM ends with it.
-    let id = node.run_container(&sb, &pod, container("polite", &["sh", "-c", "trap 'exit 0' TERM; echo trapped; while true; do sleep 0.1; done"]));
+    let id = node.run_container(
+        &sb,
+        &pod,
+        container(
+            "polite",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; echo trapped; while true; do sleep 0.1; done",
+            ],
+        ),
+    );
     // The signal must come after the trap is set: pid 1 ignores signals it has no handler for.
     let start = Instant::now();
-    while !std::fs::read_to_string(pod.log_directory.join("polite/0.log")).unwrap_or_default().contains("trapped") {
-        assert!(start.elapsed() < Duration::from_secs(10), "the container never printed");
+    while !std::fs::read_to_string(pod.log_directory.join("polite/0.log"))
+        .unwrap_or_default()
+        .contains("trapped")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the container never printed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(20))).unwrap();
-    assert_eq!(node.block_on(node.rt().container_status(&id)).unwrap().exit_code, Some(0));
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(
+        node.block_on(node.rt().container_status(&id))
+            .unwrap()
+            .exit_code,
+        Some(0)
+    );
 }
 
 #[test]
 fn a_new_runtime_over_the_same_root_adopts_running_containers() {
     let mut node = Node::new();
     let (sb, pod) = node.run_pod("survivor");
-    let id = node.run_container(&sb, &pod, container("survivor", &["sh", "-c", "while true; do echo tick; sleep 0.2; done"]));
+    let id = node.run_container(
+        &sb,
+        &pod,
+        container(
+            "survivor",
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        ),
+    );
     // The agent goes away: the shim and the container stay.
     node.runtime = None;
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(node.config.root.join("containers").join(&id).join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            node.config
+                .root
+                .join("containers")
+                .join(&id)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let shim_pid = state["shim_pid"].as_u64().unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    assert_ne!(fields[1], std::process::id().to_string(), "the shim must not be the agent's child");
-    assert_eq!(fields[3], shim_pid.to_string(), "the shim leads its own session");
+    assert_ne!(
+        fields[1],
+        std::process::id().to_string(),
+        "the shim must not be the agent's child"
+    );
+    assert_eq!(
+        fields[3],
+        shim_pid.to_string(),
+        "the shim leads its own session"
+    );
     node.runtime = Some(OciRuntime::new(node.config.clone(), node.images.clone()).unwrap());
 
     let sandboxes = node.block_on(node.rt().list_pod_sandboxes()).unwrap();
     assert_eq!(sandboxes.len(), 1);
     assert_eq!(sandboxes[0].id, sb);
     assert_eq!(sandboxes[0].state, SandboxState::Ready);
-    assert_eq!(sandboxes[0].labels.get("io.kubernetes.pod.name").map(String::as_str), Some("survivor"));
-    assert_eq!(sandboxes[0].annotations.get("note").map(String::as_str), Some("pod survivor"));
+    assert_eq!(
+        sandboxes[0]
+            .labels
+            .get("io.kubernetes.pod.name")
+            .map(String::as_str),
+        Some("survivor")
+    );
+    assert_eq!(
+        sandboxes[0].annotations.get("note").map(String::as_str),
+        Some("pod survivor")
+    );
     let filter = ContainerFilter {
         state: Some(ContainerState::Running),
-        labels: BTreeMap::from([("io.kubernetes.container.name".to_string(), "survivor".to_string())]),
+        labels: BTreeMap::from([(
+            "io.kubernetes.container.name".to_string(),
+            "survivor".to_string(),
+        )]),
         ..Default::default()
     };
     let running = node.block_on(node.rt().list_containers(&filter)).unwrap();
     assert_eq!(running.len(), 1, "{running:?}");
     assert_eq!(running[0].id, id);
-    assert_eq!(running[0].annotations.get("io.kubernetes.container.restartCount").map(String::as_str), Some("0"));
+    assert_eq!(
+        running[0]
+            .annotations
+            .get("io.kubernetes.container.restartCount")
+            .map(String::as_str),
+        Some("0")
+    );
     let stats = node.block_on(node.rt().container_stats(&id)).unwrap();
     assert!(stats.memory_usage_bytes > 0, "{stats:?}");
     assert!(stats.cpu_usage_nanos > 0, "{stats:?}");
 
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(2))).unwrap();
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(2)))
+        .unwrap();
     let s = node.block_on(node.rt().container_status(&id)).unwrap();
     assert_eq!(s.state, ContainerState::Exited);
     let start = Instant::now();
     while Path::new(&format!("/proc/{shim_pid}")).exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the shim did not end");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the shim did not end"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -423,7 +670,9 @@ fn port_forward_reaches_a_server_in_the_pod() {
         loop {
             match node.rt().port_forward(&sb, 8080).await {
                 Ok(mut s) => {
-                    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+                    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                        .await
+                        .unwrap();
                     let mut out = String::new();
                     s.read_to_string(&mut out).await.unwrap();
                     break out;
@@ -457,9 +706,24 @@ fn removing_a_sandbox_leaves_nothing_behind() {
     assert!(pod.log_directory.join("tidy/0.log").exists());
 
     node.block_on(node.rt().stop_pod_sandbox(&sb)).unwrap();
-    assert_eq!(node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap().state, SandboxState::NotReady);
-    assert_eq!(node.block_on(node.rt().container_status(&id)).unwrap().state, ContainerState::Exited);
-    assert_eq!(veths().lines().count(), 0, "CNI DEL left a veth: {}", veths());
+    assert_eq!(
+        node.block_on(node.rt().pod_sandbox_status(&sb))
+            .unwrap()
+            .state,
+        SandboxState::NotReady
+    );
+    assert_eq!(
+        node.block_on(node.rt().container_status(&id))
+            .unwrap()
+            .state,
+        ContainerState::Exited
+    );
+    assert_eq!(
+        veths().lines().count(),
+        0,
+        "CNI DEL left a veth: {}",
+        veths()
+    );
     node.block_on(node.rt().remove_pod_sandbox(&sb)).unwrap();
     node.block_on(node.rt().remove_pod_sandbox(&sb)).unwrap(); // idempotent
 
@@ -468,39 +732,76 @@ fn removing_a_sandbox_leaves_nothing_behind() {
     assert!(!pod.log_directory.exists());
     assert_eq!(mounts_under(node.dir()), Vec::<String>::new());
     assert_eq!(cgroups.exists_anywhere(&pod_cgroup), Vec::<PathBuf>::new());
-    assert_eq!(cgroups.exists_anywhere(&node.config.cgroup_parent), Vec::<PathBuf>::new());
-    let runc_state = run("runc", &["--root", root.join("runc").to_str().unwrap(), "list", "-q"]);
+    assert_eq!(
+        cgroups.exists_anywhere(&node.config.cgroup_parent),
+        Vec::<PathBuf>::new()
+    );
+    let runc_state = run(
+        "runc",
+        &["--root", root.join("runc").to_str().unwrap(), "list", "-q"],
+    );
     assert_eq!(runc_state.trim(), "");
-    assert!(node.block_on(node.rt().list_pod_sandboxes()).unwrap().is_empty());
-    assert!(node.block_on(node.rt().list_containers(&ContainerFilter::default())).unwrap().is_empty());
-    assert!(matches!(node.block_on(node.rt().pod_sandbox_status(&sb)), Err(RuntimeError::NotFound(_))));
+    assert!(
+        node.block_on(node.rt().list_pod_sandboxes())
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        node.block_on(node.rt().list_containers(&ContainerFilter::default()))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        node.block_on(node.rt().pod_sandbox_status(&sb)),
+        Err(RuntimeError::NotFound(_))
+    ));
 }
 
 #[test]
 fn a_tty_container_is_attached_and_resized() {
     let node = Node::new();
     let (sb, pod) = node.run_pod("tty");
-    let mut c = container("tty", &["sh", "-c", "while true; do stty size; sleep 0.2; done"]);
+    let mut c = container(
+        "tty",
+        &["sh", "-c", "while true; do stty size; sleep 0.2; done"],
+    );
     c.spec.tty = true;
     c.spec.stdin = true;
     let id = node.run_container(&sb, &pod, c);
     let seen = node.block_on(async {
-        let opts = StreamOptions { stdin: true, stdout: true, stderr: true, tty: true };
+        let opts = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: true,
+        };
         let mut a = node.rt().attach(&id, &opts).await.unwrap();
         assert!(a.stderr.is_none(), "a TTY merges stderr into stdout");
-        a.resize.as_ref().unwrap().send(TerminalSize { width: 120, height: 50 }).await.unwrap();
+        a.resize
+            .as_ref()
+            .unwrap()
+            .send(TerminalSize {
+                width: 120,
+                height: 50,
+            })
+            .await
+            .unwrap();
         let mut out = a.stdout.take().unwrap();
         let mut seen = String::new();
         let mut buf = vec![0u8; 256];
         while !seen.contains("50 120") {
-            let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf)).await.expect("no resize seen").unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+                .await
+                .expect("no resize seen")
+                .unwrap();
             assert!(n > 0, "attach output ended: {seen:?}");
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
         seen
     });
     assert!(seen.contains("50 120"));
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1)))
+        .unwrap();
     let log = std::fs::read_to_string(pod.log_directory.join("tty/0.log")).unwrap();
     assert!(log.contains(" stdout F 50 120\n"), "{log}");
 }
@@ -516,12 +817,19 @@ fn a_host_network_pod_uses_the_nodes_network() {
     assert_eq!(st.ip, None);
     // The node here is the test's network namespace: a dummy-free marker is its loopback-only link list.
     let node_links = run("ip", &["-o", "link"]).lines().count();
-    let id = node.run_container(&sb, &pod, container("hostnet", &["sh", "-c", "ip -o link | wc -l"]));
+    let id = node.run_container(
+        &sb,
+        &pod,
+        container("hostnet", &["sh", "-c", "ip -o link | wc -l"]),
+    );
     let s = node.wait_exited(&id);
     assert_eq!(s.exit_code, Some(0));
     let log = std::fs::read_to_string(&s.log_path).unwrap();
     let line = parse_line(log.lines().next().unwrap().as_bytes()).unwrap();
-    assert_eq!(String::from_utf8_lossy(&line.content).trim(), node_links.to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&line.content).trim(),
+        node_links.to_string()
+    );
 }
 
 /// The "agent" that `kill_9_of_the_agent_leaves_containers_running` starts and kills: it opens a runtime over
@@ -529,7 +837,10 @@ fn a_host_network_pod_uses_the_nodes_network() {
 #[test]
 #[ignore = "a helper process: run only by kill_9_of_the_agent_leaves_containers_running, which kills it"]
 fn agent_process_for_the_kill_9_test() {
-    let dir = PathBuf::from(std::env::var("SKIFF_TEST_AGENT_DIR").expect("run by kill_9_of_the_agent_leaves_containers_running"));
+    let dir = PathBuf::from(
+        std::env::var("SKIFF_TEST_AGENT_DIR")
+            .expect("run by kill_9_of_the_agent_leaves_containers_running"),
+    );
     let cgroup_parent = PathBuf::from(std::env::var("SKIFF_TEST_AGENT_CGROUP").unwrap());
     let image = testing::busybox_image(&dir.join("child-image")).unwrap();
     let images = Arc::new(ImageStore::open(&dir.join("child-images")).unwrap());
@@ -548,7 +859,10 @@ fn agent_process_for_the_kill_9_test() {
         cgroup_parent,
     };
     let runtime = OciRuntime::new(config, images).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let pod = PodSandboxConfig {
         name: "killed-agent".into(),
         namespace: "default".into(),
@@ -558,13 +872,19 @@ fn agent_process_for_the_kill_9_test() {
         ..Default::default()
     };
     let sb = rt.block_on(runtime.run_pod_sandbox(&pod)).unwrap();
-    let c = container("survivor", &["sh", "-c", "while true; do echo alive; sleep 0.2; done"]);
-    let id = rt.block_on(runtime.create_container(&sb, &c, &pod)).unwrap();
+    let c = container(
+        "survivor",
+        &["sh", "-c", "while true; do echo alive; sleep 0.2; done"],
+    );
+    let id = rt
+        .block_on(runtime.create_container(&sb, &c, &pod))
+        .unwrap();
     rt.block_on(runtime.start_container(&id)).unwrap();
     // Straight to fd 1: libtest captures `println!` even in a child run.
     use std::io::Write;
     let mut out = std::io::stdout();
-    out.write_all(format!("READY {sb} {id}\n").as_bytes()).unwrap();
+    out.write_all(format!("READY {sb} {id}\n").as_bytes())
+        .unwrap();
     out.flush().unwrap();
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -574,7 +894,13 @@ fn kill_9_of_the_agent_leaves_containers_running() {
     use std::io::BufRead;
     let node = Node::new();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "agent_process_for_the_kill_9_test", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "agent_process_for_the_kill_9_test",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SKIFF_TEST_AGENT_DIR", node.dir())
         .env("SKIFF_TEST_AGENT_CGROUP", &node.config.cgroup_parent)
         .stdout(std::process::Stdio::piped())
@@ -601,7 +927,9 @@ fn kill_9_of_the_agent_leaves_containers_running() {
             }
         }
     });
-    let (sb, id) = rx.recv_timeout(Duration::from_secs(120)).expect("the agent process did not start its pod");
+    let (sb, id) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the agent process did not start its pod");
     // kill -9 of the agent.
     agent.0.kill().unwrap();
     let status = agent.0.wait().unwrap();
@@ -613,13 +941,33 @@ fn kill_9_of_the_agent_leaves_containers_running() {
     let s = node.block_on(node.rt().container_status(&id)).unwrap();
     assert_eq!(s.state, ContainerState::Running, "{s:?}");
     assert_eq!(s.sandbox_id, sb);
-    let lines_before = std::fs::read_to_string(&s.log_path).unwrap().lines().count();
+    let lines_before = std::fs::read_to_string(&s.log_path)
+        .unwrap()
+        .lines()
+        .count();
     std::thread::sleep(Duration::from_millis(600));
-    let lines_after = std::fs::read_to_string(&s.log_path).unwrap().lines().count();
-    assert!(lines_after > lines_before, "the container stopped logging after the agent died");
-    assert_eq!(node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap().state, SandboxState::Ready);
-    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1))).unwrap();
-    assert_eq!(node.block_on(node.rt().container_status(&id)).unwrap().exit_code, Some(137));
+    let lines_after = std::fs::read_to_string(&s.log_path)
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        lines_after > lines_before,
+        "the container stopped logging after the agent died"
+    );
+    assert_eq!(
+        node.block_on(node.rt().pod_sandbox_status(&sb))
+            .unwrap()
+            .state,
+        SandboxState::Ready
+    );
+    node.block_on(node.rt().stop_container(&id, Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        node.block_on(node.rt().container_status(&id))
+            .unwrap()
+            .exit_code,
+        Some(137)
+    );
     node.block_on(node.rt().remove_pod_sandbox(&sb)).unwrap();
     assert!(!node.config.root.join("sandboxes").join(&sb).exists());
 }
@@ -645,7 +993,10 @@ fn a_host_port_reaches_the_pod_through_portmap() {
     let start = Instant::now();
     let body = loop {
         let attempt = (|| -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect_timeout(&([10, 244, 9, 1], 18080).into(), Duration::from_secs(2))?;
+            let mut s = std::net::TcpStream::connect_timeout(
+                &([10, 244, 9, 1], 18080).into(),
+                Duration::from_secs(2),
+            )?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
             let mut out = String::new();

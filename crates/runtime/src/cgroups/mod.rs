@@ -57,7 +57,10 @@ impl Cgroups {
         let own = fs::read_to_string("/proc/self/cgroup")?;
         let c = Self::parse(&mountinfo, &own);
         if c.hierarchies.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no cgroup hierarchy is mounted"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup hierarchy is mounted",
+            ));
         }
         Ok(c)
     }
@@ -68,18 +71,24 @@ impl Cgroups {
         let mut own_v2 = PathBuf::from("/");
         for line in own.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             if id == "0" && ctrls.is_empty() {
                 own_v2 = PathBuf::from(path);
             } else {
-                own_v1.push((ctrls.split(',').map(str::to_string).collect(), PathBuf::from(path)));
+                own_v1.push((
+                    ctrls.split(',').map(str::to_string).collect(),
+                    PathBuf::from(path),
+                ));
             }
         }
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
         for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
             let pre: Vec<&str> = pre.split(' ').collect();
             let post: Vec<&str> = post.split(' ').collect();
             if pre.len() < 5 || post.len() < 3 || pre[3] != "/" {
@@ -88,15 +97,35 @@ impl Cgroups {
             let mount = PathBuf::from(pre[4]);
             match post[0] {
                 "cgroup2" if !hierarchies.iter().any(|h| h.v2) => {
-                    hierarchies.push(Hierarchy { mount, controllers: vec![], v2: true, own: own_v2.clone() });
+                    hierarchies.push(Hierarchy {
+                        mount,
+                        controllers: vec![],
+                        v2: true,
+                        own: own_v2.clone(),
+                    });
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = post[2]
                         .split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "noexec" | "nosuid" | "nodev" | "clone_children" | "xattr" | "noprefix" | "cpuset_v2_mode") && !o.starts_with("release_agent"))
+                        .filter(|o| {
+                            !matches!(
+                                *o,
+                                "rw" | "ro"
+                                    | "relatime"
+                                    | "noexec"
+                                    | "nosuid"
+                                    | "nodev"
+                                    | "clone_children"
+                                    | "xattr"
+                                    | "noprefix"
+                                    | "cpuset_v2_mode"
+                            ) && !o.starts_with("release_agent")
+                        })
                         .map(str::to_string)
                         .collect();
-                    if controllers.is_empty() || hierarchies.iter().any(|h| h.controllers == controllers) {
+                    if controllers.is_empty()
+                        || hierarchies.iter().any(|h| h.controllers == controllers)
+                    {
                         continue;
                     }
                     let own = own_v1
@@ -110,7 +139,12 @@ impl Cgroups {
                         })
                         .map(|(_, p)| p.clone())
                         .unwrap_or_else(|| PathBuf::from("/"));
-                    hierarchies.push(Hierarchy { mount, controllers, v2: false, own });
+                    hierarchies.push(Hierarchy {
+                        mount,
+                        controllers,
+                        v2: false,
+                        own,
+                    });
                 }
                 _ => {}
             }
@@ -139,7 +173,10 @@ impl Cgroups {
     pub fn own_cgroup(&self) -> PathBuf {
         match self.v1("memory") {
             Some(h) => h.own.clone(),
-            None => self.v2().map(|h| h.own.clone()).unwrap_or_else(|| PathBuf::from("/")),
+            None => self
+                .v2()
+                .map(|h| h.own.clone())
+                .unwrap_or_else(|| PathBuf::from("/")),
         }
     }
 
@@ -161,7 +198,12 @@ impl Cgroups {
                 match fs::create_dir(dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io::Error::new(e.kind(), format!("create cgroup {}: {e}", dir.display()))),
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("create cgroup {}: {e}", dir.display()),
+                        ));
+                    }
                 }
                 if h.has("cpuset") {
                     for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -212,7 +254,11 @@ impl Cgroups {
 
     /// Whether cgroup `path` exists in any hierarchy (used by tests and leak checks).
     pub fn exists_anywhere(&self, path: &Path) -> Vec<PathBuf> {
-        self.hierarchies.iter().map(|h| h.dir(path)).filter(|d| d.exists()).collect()
+        self.hierarchies
+            .iter()
+            .map(|h| h.dir(path))
+            .filter(|d| d.exists())
+            .collect()
     }
 
     /// The number of OOM kills in cgroup `path` (`oom_kill` of v1 `memory.oom_control` or v2
@@ -263,9 +309,12 @@ impl Cgroups {
 
 fn read_u64(path: &Path) -> io::Result<u64> {
     let text = fs::read_to_string(path)?;
-    text.trim()
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a number: {text:?}", path.display())))
+    text.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a number: {text:?}", path.display()),
+        )
+    })
 }
 
 /// The value of `key` in a `key value` per line file (`memory.stat`, `memory.oom_control`, `cpu.stat`).
@@ -297,7 +346,10 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let e = last.expect("at least one attempt");
-    Err(io::Error::new(e.kind(), format!("remove cgroup {}: {e}", dir.display())))
+    Err(io::Error::new(
+        e.kind(),
+        format!("remove cgroup {}: {e}", dir.display()),
+    ))
 }
 
 #[cfg(test)]
@@ -318,7 +370,11 @@ mod tests {
     #[test]
     fn hybrid_hosts_are_parsed_with_separate_cpu_and_cpuacct() {
         let c = Cgroups::parse(MOUNTINFO, OWN);
-        let names: Vec<_> = c.hierarchies().iter().map(|h| (h.mount.display().to_string(), h.v2)).collect();
+        let names: Vec<_> = c
+            .hierarchies()
+            .iter()
+            .map(|h| (h.mount.display().to_string(), h.v2))
+            .collect();
         assert_eq!(
             names,
             vec![
@@ -355,6 +411,9 @@ mod tests {
         assert_eq!(stat_value(text, "total_inactive_file"), Some(4096));
         assert_eq!(stat_value(text, "rss"), Some(20));
         assert_eq!(stat_value(text, "missing"), None);
-        assert_eq!(stat_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"), Some(3));
+        assert_eq!(
+            stat_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
     }
 }

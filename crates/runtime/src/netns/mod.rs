@@ -34,7 +34,8 @@ pub struct PodNamespaces {
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn check(ret: libc::c_int, what: impl FnOnce() -> String) -> io::Result<()> {
@@ -71,12 +72,15 @@ pub fn create(dir: &Path, kinds: Kinds, hostname: &str) -> io::Result<PodNamespa
     let targets = wanted.clone();
     let result = std::thread::spawn(move || -> io::Result<()> {
         // SAFETY: unshare affects only this thread, which ends right after.
-        check(unsafe { libc::unshare(flags) }, || "unshare the pod namespaces".into())?;
+        check(unsafe { libc::unshare(flags) }, || {
+            "unshare the pod namespaces".into()
+        })?;
         if flags & libc::CLONE_NEWUTS != 0 && !hostname.is_empty() {
             // SAFETY: pointer and length describe the hostname's bytes.
-            check(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) }, || {
-                format!("set hostname {hostname:?}")
-            })?;
+            check(
+                unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) },
+                || format!("set hostname {hostname:?}"),
+            )?;
         }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
@@ -88,7 +92,15 @@ pub fn create(dir: &Path, kinds: Kinds, hostname: &str) -> io::Result<PodNamespa
                 let dst = cstr(target)?;
                 // SAFETY: valid C strings; a plain bind mount.
                 check(
-                    unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) },
+                    unsafe {
+                        libc::mount(
+                            src.as_ptr(),
+                            dst.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        )
+                    },
                     || format!("bind-mount the {kind} namespace on {}", target.display()),
                 )
             })();
@@ -106,7 +118,12 @@ pub fn create(dir: &Path, kinds: Kinds, hostname: &str) -> io::Result<PodNamespa
     .join()
     .map_err(|_| io::Error::other("the namespace thread panicked"))?;
     result?;
-    let find = |k: &str| wanted.iter().find(|(kind, _)| *kind == k).map(|(_, p)| p.clone());
+    let find = |k: &str| {
+        wanted
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map(|(_, p)| p.clone())
+    };
     Ok(PodNamespaces {
         net: find("net"),
         ipc: find("ipc"),
@@ -124,11 +141,17 @@ pub fn unmount_and_remove(path: &Path) -> io::Result<()> {
     if unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(io::Error::new(e.kind(), format!("unmount {}: {e}", path.display())));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("unmount {}: {e}", path.display()),
+            ));
         }
     }
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(e.kind(), format!("remove {}: {e}", path.display()))),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
+            e.kind(),
+            format!("remove {}: {e}", path.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -163,9 +186,12 @@ pub fn run_in<T: Send + 'static>(
 ) -> io::Result<T> {
     std::thread::spawn(move || -> io::Result<T> {
         for (path, nstype) in &paths {
-            let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+            let file = File::open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
             // SAFETY: a valid namespace fd; setns changes only this thread, which ends after `f`.
-            check(unsafe { libc::setns(file.as_raw_fd(), *nstype) }, || format!("join namespace {}", path.display()))?;
+            check(unsafe { libc::setns(file.as_raw_fd(), *nstype) }, || {
+                format!("join namespace {}", path.display())
+            })?;
         }
         Ok(f())
     })
@@ -182,7 +208,14 @@ pub fn sysctl_namespace(name: &str) -> Option<libc::c_int> {
     }
     if matches!(
         name.as_str(),
-        "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced" | "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem"
+        "kernel.shmmax"
+            | "kernel.shmall"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+            | "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
     ) || name.starts_with("fs.mqueue.")
     {
         return Some(libc::CLONE_NEWIPC);
@@ -201,10 +234,18 @@ pub fn apply_sysctls(ns: &PodNamespaces, sysctls: &[(String, String)]) -> Result
         if name.is_empty() || name.contains("..") || name.starts_with(['.', '/']) {
             return Err(format!("invalid sysctl name {name:?}"));
         }
-        let kind = sysctl_namespace(name).ok_or_else(|| format!("sysctl {name:?} is not namespaced and cannot be set for a pod"))?;
-        let own = if kind == libc::CLONE_NEWNET { &ns.net } else { &ns.ipc };
+        let kind = sysctl_namespace(name).ok_or_else(|| {
+            format!("sysctl {name:?} is not namespaced and cannot be set for a pod")
+        })?;
+        let own = if kind == libc::CLONE_NEWNET {
+            &ns.net
+        } else {
+            &ns.ipc
+        };
         if own.is_none() {
-            return Err(format!("sysctl {name:?} cannot be set: the pod uses the host's namespace"));
+            return Err(format!(
+                "sysctl {name:?} cannot be set: the pod uses the host's namespace"
+            ));
         }
         let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
         writes.push((path, value.clone()));
@@ -218,7 +259,8 @@ pub fn apply_sysctls(ns: &PodNamespaces, sysctls: &[(String, String)]) -> Result
     }
     run_in(paths, move || -> Result<(), String> {
         for (path, value) in writes {
-            fs::write(&path, value.as_bytes()).map_err(|e| format!("set sysctl {}: {e}", path.display()))?;
+            fs::write(&path, value.as_bytes())
+                .map_err(|e| format!("set sysctl {}: {e}", path.display()))?;
         }
         Ok(())
     })
@@ -231,14 +273,31 @@ mod tests {
 
     #[test]
     fn sysctls_are_sorted_by_namespace() {
-        assert_eq!(sysctl_namespace("net.ipv4.ip_forward"), Some(libc::CLONE_NEWNET));
-        assert_eq!(sysctl_namespace("net/ipv4/ping_group_range"), Some(libc::CLONE_NEWNET));
+        assert_eq!(
+            sysctl_namespace("net.ipv4.ip_forward"),
+            Some(libc::CLONE_NEWNET)
+        );
+        assert_eq!(
+            sysctl_namespace("net/ipv4/ping_group_range"),
+            Some(libc::CLONE_NEWNET)
+        );
         assert_eq!(sysctl_namespace("kernel.shmmax"), Some(libc::CLONE_NEWIPC));
-        assert_eq!(sysctl_namespace("fs.mqueue.msg_max"), Some(libc::CLONE_NEWIPC));
+        assert_eq!(
+            sysctl_namespace("fs.mqueue.msg_max"),
+            Some(libc::CLONE_NEWIPC)
+        );
         assert_eq!(sysctl_namespace("vm.swappiness"), None);
-        let e = apply_sysctls(&PodNamespaces::default(), &[("net.ipv4.ip_forward".into(), "1".into())]).unwrap_err();
+        let e = apply_sysctls(
+            &PodNamespaces::default(),
+            &[("net.ipv4.ip_forward".into(), "1".into())],
+        )
+        .unwrap_err();
         assert!(e.contains("host's namespace"), "{e}");
-        let e = apply_sysctls(&PodNamespaces::default(), &[("kernel.panic".into(), "1".into())]).unwrap_err();
+        let e = apply_sysctls(
+            &PodNamespaces::default(),
+            &[("kernel.panic".into(), "1".into())],
+        )
+        .unwrap_err();
         assert!(e.contains("not namespaced"), "{e}");
     }
 
@@ -249,13 +308,25 @@ mod tests {
             panic!("this test needs root (unshare and mount)");
         }
         let dir = tempfile::tempdir().unwrap();
-        let ns = create(dir.path(), Kinds { net: true, ipc: true, uts: true }, "pod-host").unwrap();
+        let ns = create(
+            dir.path(),
+            Kinds {
+                net: true,
+                ipc: true,
+                uts: true,
+            },
+            "pod-host",
+        )
+        .unwrap();
         let guard = scopeguard(ns.clone());
         let net = ns.net.clone().unwrap();
         assert!(is_namespace(&net));
         assert!(is_namespace(ns.uts.as_ref().unwrap()));
         let own = fs::read_link("/proc/self/ns/net").unwrap();
-        let theirs = run_in(vec![(net.clone(), libc::CLONE_NEWNET)], || fs::read_link("/proc/thread-self/ns/net").unwrap()).unwrap();
+        let theirs = run_in(vec![(net.clone(), libc::CLONE_NEWNET)], || {
+            fs::read_link("/proc/thread-self/ns/net").unwrap()
+        })
+        .unwrap();
         assert_ne!(own, theirs);
         let host = run_in(vec![(ns.uts.clone().unwrap(), libc::CLONE_NEWUTS)], || {
             let mut buf = [0u8; 65];
@@ -264,13 +335,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(host, "pod-host");
-        apply_sysctls(&ns, &[("net.ipv4.ip_unprivileged_port_start".into(), "80".into())]).unwrap();
+        apply_sysctls(
+            &ns,
+            &[("net.ipv4.ip_unprivileged_port_start".into(), "80".into())],
+        )
+        .unwrap();
         let v = run_in(vec![(net.clone(), libc::CLONE_NEWNET)], || {
             fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap()
         })
         .unwrap();
         assert_eq!(v.trim(), "80");
-        assert_ne!(fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap().trim(), "80");
+        assert_ne!(
+            fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .unwrap()
+                .trim(),
+            "80"
+        );
         drop(guard);
         assert!(!net.exists());
         assert!(!is_namespace(&net));

@@ -13,11 +13,12 @@ use super::sandbox::unmount;
 use super::store::{self, ContainerRecord, SandboxPhase};
 use crate::bundle::{self, NamespaceMode, SandboxConfig};
 use crate::cri::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStats, ContainerStatus, PodSandboxConfig, Result, RuntimeError,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStats, ContainerStatus,
+    PodSandboxConfig, Result, RuntimeError,
 };
-use crate::shim::client::{self, LaunchError};
-use crate::shim::state::{self, ShimState, Status, ns_to_time, now_ns};
 use crate::shim::ShimArgs;
+use crate::shim::client::{self, LaunchError};
+use crate::shim::state::{self, ShimState, Status, now_ns, ns_to_time};
 
 fn other(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Other(e.to_string())
@@ -38,15 +39,35 @@ pub fn image_ref(name: &str, digest: &str) -> String {
 }
 
 fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
-    let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
     let t = CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let o = CString::new(opts).map_err(io::Error::other)?;
     // SAFETY: valid C strings; an overlay mount.
-    let r = unsafe { libc::mount(c"overlay".as_ptr(), t.as_ptr(), c"overlay".as_ptr(), 0, o.as_ptr().cast()) };
+    let r = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            t.as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            o.as_ptr().cast(),
+        )
+    };
     if r != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount the overlay rootfs on {}: {e}", target.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("mount the overlay rootfs on {}: {e}", target.display()),
+        ));
     }
     Ok(())
 }
@@ -68,16 +89,25 @@ fn clamp_rlimits(spec: &mut oci_spec::runtime::Spec) {
         return;
     }
     // SAFETY: getrlimit fills the struct.
-    let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) } != 0 {
         return;
     }
-    let Some(process) = spec.process_mut() else { return };
-    let Some(limits) = process.rlimits().clone() else { return };
+    let Some(process) = spec.process_mut() else {
+        return;
+    };
+    let Some(limits) = process.rlimits().clone() else {
+        return;
+    };
     let limits = limits
         .into_iter()
         .map(|l| {
-            if l.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile && l.hard() > own.rlim_max {
+            if l.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile
+                && l.hard() > own.rlim_max
+            {
                 oci_spec::runtime::PosixRlimitBuilder::default()
                     .typ(l.typ())
                     .hard(own.rlim_max)
@@ -98,7 +128,9 @@ fn disk_usage(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(m) = e.metadata() else { continue };
             total += m.blocks() * 512;
@@ -124,17 +156,27 @@ impl Inner {
             .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))
     }
 
-    pub(crate) fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, _pod: &PodSandboxConfig) -> Result<String> {
+    pub(crate) fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        _pod: &PodSandboxConfig,
+    ) -> Result<String> {
         let sb = self.load_sandbox(sandbox_id)?;
         if sb.phase != SandboxPhase::Ready {
             return Err(create_err(format!("pod sandbox {sandbox_id} is not ready")));
         }
-        let image = self
-            .images
-            .resolve(&config.image)
-            .ok_or_else(|| create_err(format!("image {:?} is not in the node's image store", config.image)))?;
+        let image = self.images.resolve(&config.image).ok_or_else(|| {
+            create_err(format!(
+                "image {:?} is not in the node's image store",
+                config.image
+            ))
+        })?;
         if image.layers.is_empty() {
-            return Err(create_err(format!("image {:?} has no layers", config.image)));
+            return Err(create_err(format!(
+                "image {:?} has no layers",
+                config.image
+            )));
         }
         if !image.recorded_whiteouts.is_empty() {
             tracing::warn!(image = %image.name, "image layers were unpacked without overlay whiteouts; deleted files may reappear");
@@ -144,9 +186,16 @@ impl Inner {
         let rootfs = dir.join("rootfs");
         let result = (|| -> Result<ContainerRecord> {
             for d in [&rootfs, &dir.join("upper"), &dir.join("work")] {
-                fs::create_dir_all(d).map_err(|e| create_err(format!("create {}: {e}", d.display())))?;
+                fs::create_dir_all(d)
+                    .map_err(|e| create_err(format!("create {}: {e}", d.display())))?;
             }
-            mount_overlay(&image.layers, &dir.join("upper"), &dir.join("work"), &rootfs).map_err(create_err)?;
+            mount_overlay(
+                &image.layers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &rootfs,
+            )
+            .map_err(create_err)?;
             let mut spec_cfg = config.spec.clone();
             spec_cfg.id = id.clone();
             if spec_cfg.name.is_empty() {
@@ -155,30 +204,38 @@ impl Inner {
             if spec_cfg.hostname.is_none() && !sb.host_network {
                 spec_cfg.hostname = Some(sb.hostname.clone());
             }
-            let join = |p: &Option<PathBuf>| p.clone().map_or(NamespaceMode::Host, NamespaceMode::Join);
+            let join =
+                |p: &Option<PathBuf>| p.clone().map_or(NamespaceMode::Host, NamespaceMode::Join);
             let sandbox_cfg = SandboxConfig {
                 network: join(&sb.netns),
                 ipc: join(&sb.ipcns),
                 uts: join(&sb.utsns),
-                pid: if sb.host_pid { NamespaceMode::Host } else { NamespaceMode::Private },
+                pid: if sb.host_pid {
+                    NamespaceMode::Host
+                } else {
+                    NamespaceMode::Private
+                },
                 cgroup_parent: sb.cgroup.clone(),
                 resolv_conf: Some(sb.resolv_conf.clone()),
                 hosts: Some(sb.hosts.clone()),
                 hostname_file: Some(sb.hostname_file.clone()),
                 shm: Some(sb.shm.clone()),
             };
-            let mut spec = bundle::runtime_spec(&spec_cfg, &sandbox_cfg, &image.config, &rootfs).map_err(create_err)?;
+            let mut spec = bundle::runtime_spec(&spec_cfg, &sandbox_cfg, &image.config, &rootfs)
+                .map_err(create_err)?;
             clamp_rlimits(&mut spec);
             bundle::write_bundle(&dir, &spec).map_err(create_err)?;
             let log_path = if config.log_path.as_os_str().is_empty() {
-                sb.log_directory.join(format!("{}/{}.log", config.name, config.attempt))
+                sb.log_directory
+                    .join(format!("{}/{}.log", config.name, config.attempt))
             } else if config.log_path.is_absolute() {
                 config.log_path.clone()
             } else {
                 sb.log_directory.join(&config.log_path)
             };
             if let Some(parent) = log_path.parent() {
-                fs::create_dir_all(parent).map_err(|e| create_err(format!("create {}: {e}", parent.display())))?;
+                fs::create_dir_all(parent)
+                    .map_err(|e| create_err(format!("create {}: {e}", parent.display())))?;
             }
             let stop_signal = image
                 .config
@@ -260,7 +317,9 @@ impl Inner {
     /// The container's state as recorded, corrected by what is alive.
     fn observed_state(&self, id: &str) -> Result<Option<ShimState>> {
         let dir = self.container_dir(id);
-        let Some(mut st) = state::read(&dir).map_err(other)? else { return Ok(None) };
+        let Some(mut st) = state::read(&dir).map_err(other)? else {
+            return Ok(None);
+        };
         if st.status == Status::Running && !state::alive(st.shim_pid, st.shim_start) {
             let init_alive = match (st.pid, st.pid_start) {
                 (Some(p), Some(s)) => state::alive(p, s),
@@ -285,9 +344,23 @@ impl Inner {
     fn status_of(&self, rec: &ContainerRecord) -> Result<ContainerStatus> {
         let st = self.observed_state(&rec.id)?;
         let (state, started_at, finished_at, exit_code, reason, message) = match &st {
-            None => (ContainerState::Created, None, None, None, String::new(), String::new()),
+            None => (
+                ContainerState::Created,
+                None,
+                None,
+                None,
+                String::new(),
+                String::new(),
+            ),
             Some(s) => match s.status {
-                Status::Running => (ContainerState::Running, s.started_at_ns.map(ns_to_time), None, None, String::new(), String::new()),
+                Status::Running => (
+                    ContainerState::Running,
+                    s.started_at_ns.map(ns_to_time),
+                    None,
+                    None,
+                    String::new(),
+                    String::new(),
+                ),
                 Status::Exited => (
                     ContainerState::Exited,
                     s.started_at_ns.map(ns_to_time),
@@ -326,11 +399,21 @@ impl Inner {
     pub(crate) fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let mut out = Vec::new();
         for id in store::ids(&self.containers_dir(), store::CONTAINER_FILE) {
-            let Ok(rec) = self.load_container(&id) else { continue };
-            if filter.sandbox_id.as_ref().is_some_and(|s| *s != rec.sandbox_id) {
+            let Ok(rec) = self.load_container(&id) else {
+                continue;
+            };
+            if filter
+                .sandbox_id
+                .as_ref()
+                .is_some_and(|s| *s != rec.sandbox_id)
+            {
                 continue;
             }
-            if !filter.labels.iter().all(|(k, v)| rec.labels.get(k) == Some(v)) {
+            if !filter
+                .labels
+                .iter()
+                .all(|(k, v)| rec.labels.get(k) == Some(v))
+            {
                 continue;
             }
             let status = self.status_of(&rec)?;
@@ -343,12 +426,18 @@ impl Inner {
     }
 
     fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        let out = self.runc(&["kill", id, signal]).output().map_err(|e| other(format!("run runc kill: {e}")))?;
+        let out = self
+            .runc(&["kill", id, signal])
+            .output()
+            .map_err(|e| other(format!("run runc kill: {e}")))?;
         if out.status.success() {
             return Ok(());
         }
         let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if msg.contains("not running") || msg.contains("does not exist") || msg.contains("process already finished") {
+        if msg.contains("not running")
+            || msg.contains("does not exist")
+            || msg.contains("process already finished")
+        {
             return Ok(());
         }
         Err(other(format!("runc kill {id} {signal}: {msg}")))
@@ -385,7 +474,9 @@ impl Inner {
         if self.wait_stopped(id, Duration::from_secs(30))? {
             Ok(())
         } else {
-            Err(other(format!("container {id} did not stop 30s after SIGKILL")))
+            Err(other(format!(
+                "container {id} did not stop 30s after SIGKILL"
+            )))
         }
     }
 
@@ -426,7 +517,10 @@ impl Inner {
         if let Some(s) = self.observed_state(id)?
             && s.status == Status::Running
         {
-            let c = self.cgroups.stats(&rec.cgroup).map_err(|e| other(format!("read the cgroup of container {id}: {e}")))?;
+            let c = self
+                .cgroups
+                .stats(&rec.cgroup)
+                .map_err(|e| other(format!("read the cgroup of container {id}: {e}")))?;
             out.cpu_usage_nanos = c.cpu_usage_nanos;
             out.memory_usage_bytes = c.memory_usage_bytes;
             out.memory_working_set_bytes = c.memory_working_set_bytes;
@@ -442,8 +536,17 @@ mod tests {
 
     #[test]
     fn image_refs_drop_the_tag() {
-        assert_eq!(image_ref("docker.io/library/busybox:test", "sha256:ab"), "docker.io/library/busybox@sha256:ab");
-        assert_eq!(image_ref("localhost:5000/team/app", "sha256:ab"), "localhost:5000/team/app@sha256:ab");
-        assert_eq!(image_ref("localhost:5000/app:v1", "sha256:ab"), "localhost:5000/app@sha256:ab");
+        assert_eq!(
+            image_ref("docker.io/library/busybox:test", "sha256:ab"),
+            "docker.io/library/busybox@sha256:ab"
+        );
+        assert_eq!(
+            image_ref("localhost:5000/team/app", "sha256:ab"),
+            "localhost:5000/team/app@sha256:ab"
+        );
+        assert_eq!(
+            image_ref("localhost:5000/app:v1", "sha256:ab"),
+            "localhost:5000/app@sha256:ab"
+        );
     }
 }

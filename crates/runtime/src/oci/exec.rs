@@ -17,7 +17,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Inner;
-use crate::cri::{ExecSyncResult, Result, RuntimeError, StreamOptions, StreamSession, TerminalSize};
+use crate::cri::{
+    ExecSyncResult, Result, RuntimeError, StreamOptions, StreamSession, TerminalSize,
+};
 use crate::shim::state::{self, Status};
 
 fn other(e: impl std::fmt::Display) -> RuntimeError {
@@ -39,7 +41,10 @@ impl Prepared {
     fn command(&self, tty: bool) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.runc);
         c.arg("--root").arg(&self.runc_root);
-        c.arg("--log").arg(&self.log_file).arg("--log-format").arg("json");
+        c.arg("--log")
+            .arg(&self.log_file)
+            .arg("--log-format")
+            .arg("json");
         c.arg("exec").arg("--process").arg(&self.process_file);
         if tty {
             c.arg("--tty");
@@ -74,7 +79,8 @@ fn prepare(inner: &Inner, id: &str, cmd: &[String], tty: bool) -> Result<Prepare
         _ => return Err(other(format!("container {id} is not running"))),
     }
     let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("config.json")).map_err(|e| other(format!("read the bundle of {id}: {e}")))?,
+        &std::fs::read(dir.join("config.json"))
+            .map_err(|e| other(format!("read the bundle of {id}: {e}")))?,
     )
     .map_err(|e| other(format!("bad bundle of {id}: {e}")))?;
     let mut process = config.get("process").cloned().unwrap_or_default();
@@ -96,13 +102,23 @@ fn prepare(inner: &Inner, id: &str, cmd: &[String], tty: bool) -> Result<Prepare
     })
 }
 
-pub(crate) async fn exec_sync(inner: &Arc<Inner>, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecSyncResult> {
+pub(crate) async fn exec_sync(
+    inner: &Arc<Inner>,
+    id: &str,
+    cmd: &[String],
+    timeout: Duration,
+) -> Result<ExecSyncResult> {
     let p = {
         let (inner, id, cmd) = (inner.clone(), id.to_string(), cmd.to_vec());
-        tokio::task::spawn_blocking(move || prepare(&inner, &id, &cmd, false)).await.map_err(other)??
+        tokio::task::spawn_blocking(move || prepare(&inner, &id, &cmd, false))
+            .await
+            .map_err(other)??
     };
     let mut c = p.command(false);
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let child = c.spawn().map_err(|e| other(format!("run runc exec: {e}")));
     let child = match child {
         Ok(c) => c,
@@ -117,7 +133,9 @@ pub(crate) async fn exec_sync(inner: &Arc<Inner>, id: &str, cmd: &[String], time
         tokio::time::timeout(timeout, child.wait_with_output()).await
     };
     let result = match waited {
-        Err(_) => Err(other(format!("command {cmd:?} in container {id} timed out after {timeout:?}"))),
+        Err(_) => Err(other(format!(
+            "command {cmd:?} in container {id} timed out after {timeout:?}"
+        ))),
         Ok(Err(e)) => Err(other(format!("runc exec: {e}"))),
         Ok(Ok(out)) => {
             let code = exit_code(out.status);
@@ -137,15 +155,28 @@ pub(crate) async fn exec_sync(inner: &Arc<Inner>, id: &str, cmd: &[String], time
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-pub(crate) async fn exec(inner: &Arc<Inner>, id: &str, cmd: &[String], options: &StreamOptions) -> Result<StreamSession> {
+pub(crate) async fn exec(
+    inner: &Arc<Inner>,
+    id: &str,
+    cmd: &[String],
+    options: &StreamOptions,
+) -> Result<StreamSession> {
     let p = {
         let (inner, id, cmd, tty) = (inner.clone(), id.to_string(), cmd.to_vec(), options.tty);
-        tokio::task::spawn_blocking(move || prepare(&inner, &id, &cmd, tty)).await.map_err(other)??
+        tokio::task::spawn_blocking(move || prepare(&inner, &id, &cmd, tty))
+            .await
+            .map_err(other)??
     };
-    let r = if options.tty { exec_tty(&p, options) } else { exec_pipes(&p, options) };
+    let r = if options.tty {
+        exec_tty(&p, options)
+    } else {
+        exec_pipes(&p, options)
+    };
     if r.is_err() {
         p.cleanup();
     }
@@ -158,7 +189,9 @@ fn exec_pipes(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, (
     c.stdin(pipe_or_null(options.stdin))
         .stdout(pipe_or_null(options.stdout))
         .stderr(pipe_or_null(options.stderr));
-    let mut child = c.spawn().map_err(|e| other(format!("run runc exec: {e}")))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| other(format!("run runc exec: {e}")))?;
     let mut session = StreamSession {
         stdin: child.stdin.take().map(|s| Box::pin(s) as _),
         stdout: child.stdout.take().map(|s| Box::pin(s) as _),
@@ -174,7 +207,10 @@ fn exec_pipes(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, (
         log_file: p.log_file.clone(),
     };
     session.exit = Box::pin(async move {
-        let status = child.wait().await.map_err(|e| other(format!("runc exec: {e}")));
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| other(format!("runc exec: {e}")));
         let r = status.and_then(|s| {
             let code = exit_code(s);
             match files.runc_failure(code) {
@@ -192,7 +228,15 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut master: RawFd = -1;
     let mut slave: RawFd = -1;
     // SAFETY: openpty fills two fds; the other pointers may be null.
-    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -218,7 +262,9 @@ fn exec_tty(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())
     let (master, slave) = open_pty().map_err(|e| other(format!("open a pty: {e}")))?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| other(format!("dup: {e}")));
     let mut c = p.command(true);
-    c.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(dup(&slave)?));
+    c.stdin(Stdio::from(dup(&slave)?))
+        .stdout(Stdio::from(dup(&slave)?))
+        .stderr(Stdio::from(dup(&slave)?));
     // SAFETY: only async-signal-safe calls between fork and exec: a new session with the pty as its
     // controlling terminal, so resizes reach runc as SIGWINCH.
     unsafe {
@@ -232,7 +278,9 @@ fn exec_tty(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())
             Ok(())
         });
     }
-    let mut child = c.spawn().map_err(|e| other(format!("run runc exec: {e}")))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| other(format!("run runc exec: {e}")))?;
     drop(c);
     drop(slave);
     let resize_fd = dup(&master)?;
@@ -257,7 +305,10 @@ fn exec_tty(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())
         stderr: None,
         resize: Some(resize_tx),
         exit: Box::pin(async move {
-            let status = child.wait().await.map_err(|e| other(format!("runc exec: {e}")));
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| other(format!("runc exec: {e}")));
             let r = status.and_then(|s| {
                 let code = exit_code(s);
                 match files.runc_failure(code) {
@@ -291,14 +342,28 @@ impl PtyStream {
 }
 
 impl AsyncRead for PtyStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             let r = guard.try_io(|inner| {
                 // SAFETY: reading into the caller's initialised buffer.
-                let n = unsafe { libc::read(inner.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                let n = unsafe {
+                    libc::read(
+                        inner.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match r {
                 Ok(Ok(n)) => {
@@ -314,13 +379,21 @@ impl AsyncRead for PtyStream {
 }
 
 impl AsyncWrite for PtyStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             let r = guard.try_io(|inner| {
                 // SAFETY: writing from the caller's buffer.
                 let n = unsafe { libc::write(inner.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match r {
                 Ok(r) => return Poll::Ready(r),

@@ -34,9 +34,9 @@ use async_trait::async_trait;
 use crate::cgroups::Cgroups;
 use crate::cni::{self, CniDriver};
 use crate::cri::{
-    ContainerConfig, ContainerFilter, ContainerStats, ContainerStatus, Duplex, ExecSyncResult, Image, ImageService,
-    PodSandboxConfig, PodSandboxStatus, RegistryAuth, Result, RuntimeError, RuntimeService, RuntimeVersion,
-    StreamOptions, StreamSession,
+    ContainerConfig, ContainerFilter, ContainerStats, ContainerStatus, Duplex, ExecSyncResult,
+    Image, ImageService, PodSandboxConfig, PodSandboxStatus, RegistryAuth, Result, RuntimeError,
+    RuntimeService, RuntimeVersion, StreamOptions, StreamSession,
 };
 use crate::image::ImageStore;
 use crate::shim::client::ShimCommand;
@@ -45,7 +45,10 @@ use crate::shim::client::ShimCommand;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot create the runtime directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cgroups: {0}")]
     Cgroups(std::io::Error),
     #[error("runc not usable at {path}: {reason}")]
@@ -74,7 +77,8 @@ pub struct OciConfig {
 impl OciConfig {
     /// Defaults: runc from `PATH`, the current executable as `skiff shim`, `<own cgroup>/kubepods`.
     pub fn new(root: impl Into<PathBuf>, cni: cni::NetworkConfig) -> Result<OciConfig, Error> {
-        let exe = std::env::current_exe().map_err(|e| Error::Config(format!("cannot find the current executable: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Config(format!("cannot find the current executable: {e}")))?;
         Ok(OciConfig {
             root: root.into(),
             runc: PathBuf::from("runc"),
@@ -97,8 +101,11 @@ fn find_in_path(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return p.is_file().then(|| p.to_path_buf());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file())
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
 }
 
 pub(crate) struct Inner {
@@ -121,7 +128,9 @@ pub struct OciRuntime {
 
 impl std::fmt::Debug for OciRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OciRuntime").field("root", &self.inner.root).finish()
+        f.debug_struct("OciRuntime")
+            .field("root", &self.inner.root)
+            .finish()
     }
 }
 
@@ -130,10 +139,16 @@ impl OciRuntime {
     /// restart) are listed and managed like new ones; their shims keep running.
     pub fn new(config: OciConfig, images: Arc<ImageStore>) -> Result<OciRuntime, Error> {
         if !config.cgroup_parent.is_absolute() {
-            return Err(Error::Config(format!("cgroup parent {:?} must be absolute", config.cgroup_parent)));
+            return Err(Error::Config(format!(
+                "cgroup parent {:?} must be absolute",
+                config.cgroup_parent
+            )));
         }
         if !config.root.is_absolute() {
-            return Err(Error::Config(format!("runtime root {:?} must be absolute", config.root)));
+            return Err(Error::Config(format!(
+                "runtime root {:?} must be absolute",
+                config.root
+            )));
         }
         let runc = find_in_path(&config.runc).ok_or_else(|| Error::Runc {
             path: config.runc.clone(),
@@ -169,7 +184,10 @@ impl OciRuntime {
         &self.inner.cgroup_parent
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -229,9 +247,15 @@ impl RuntimeService for OciRuntime {
         self.blocking(|i| i.list_pod_sandboxes()).await
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, sandbox: &PodSandboxConfig) -> Result<String> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String> {
         let (id, config, sandbox) = (sandbox_id.to_string(), config.clone(), sandbox.clone());
-        self.blocking(move |i| i.create_container(&id, &config, &sandbox)).await
+        self.blocking(move |i| i.create_container(&id, &config, &sandbox))
+            .await
     }
 
     async fn start_container(&self, container_id: &str) -> Result<()> {
@@ -259,11 +283,21 @@ impl RuntimeService for OciRuntime {
         self.blocking(move |i| i.list_containers(&filter)).await
     }
 
-    async fn exec_sync(&self, container_id: &str, cmd: &[String], timeout: Duration) -> Result<ExecSyncResult> {
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult> {
         exec::exec_sync(&self.inner, container_id, cmd, timeout).await
     }
 
-    async fn exec(&self, container_id: &str, cmd: &[String], options: &StreamOptions) -> Result<StreamSession> {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        options: &StreamOptions,
+    ) -> Result<StreamSession> {
         exec::exec(&self.inner, container_id, cmd, options).await
     }
 
@@ -277,7 +311,9 @@ impl RuntimeService for OciRuntime {
 
     async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn Duplex>> {
         let id = sandbox_id.to_string();
-        let std_stream = self.blocking(move |i| i.port_forward_connect(&id, port)).await?;
+        let std_stream = self
+            .blocking(move |i| i.port_forward_connect(&id, port))
+            .await?;
         let stream = tokio::net::TcpStream::from_std(std_stream)
             .map_err(|e| RuntimeError::Other(format!("port-forward: {e}")))?;
         Ok(Box::new(stream))
@@ -322,8 +358,15 @@ impl<R: RuntimeService, I: Send + Sync> RuntimeService for NodeRuntime<R, I> {
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>> {
         self.runtime.list_pod_sandboxes().await
     }
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig, sandbox: &PodSandboxConfig) -> Result<String> {
-        self.runtime.create_container(sandbox_id, config, sandbox).await
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String> {
+        self.runtime
+            .create_container(sandbox_id, config, sandbox)
+            .await
     }
     async fn start_container(&self, container_id: &str) -> Result<()> {
         self.runtime.start_container(container_id).await
@@ -340,10 +383,20 @@ impl<R: RuntimeService, I: Send + Sync> RuntimeService for NodeRuntime<R, I> {
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         self.runtime.list_containers(filter).await
     }
-    async fn exec_sync(&self, container_id: &str, cmd: &[String], timeout: Duration) -> Result<ExecSyncResult> {
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult> {
         self.runtime.exec_sync(container_id, cmd, timeout).await
     }
-    async fn exec(&self, container_id: &str, cmd: &[String], options: &StreamOptions) -> Result<StreamSession> {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        options: &StreamOptions,
+    ) -> Result<StreamSession> {
         self.runtime.exec(container_id, cmd, options).await
     }
     async fn attach(&self, container_id: &str, options: &StreamOptions) -> Result<StreamSession> {

@@ -14,7 +14,10 @@ use std::time::Duration;
 use super::Inner;
 use super::store::{self, SandboxPhase, SandboxRecord};
 use crate::cni::PodNetwork;
-use crate::cri::{ContainerFilter, ContainerState, PodSandboxConfig, PodSandboxStatus, Result, RuntimeError, RuntimeVersion, SandboxState};
+use crate::cri::{
+    ContainerFilter, ContainerState, PodSandboxConfig, PodSandboxStatus, Result, RuntimeError,
+    RuntimeVersion, SandboxState,
+};
 use crate::netns::{self, Kinds, PodNamespaces};
 use crate::shim::state::{now_ns, ns_to_time};
 
@@ -46,7 +49,10 @@ fn mount_shm(target: &Path) -> io::Result<()> {
     };
     if r != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount tmpfs on {}: {e}", target.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("mount tmpfs on {}: {e}", target.display()),
+        ));
     }
     Ok(())
 }
@@ -58,7 +64,10 @@ pub(crate) fn unmount(target: &Path) -> io::Result<()> {
     if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = io::Error::last_os_error();
         if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
-            return Err(io::Error::new(e.kind(), format!("unmount {}: {e}", target.display())));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("unmount {}: {e}", target.display()),
+            ));
         }
     }
     Ok(())
@@ -85,7 +94,12 @@ pub fn resolv_conf(dns: Option<&crate::cri::DnsConfig>) -> String {
 }
 
 /// The pod's `/etc/hosts` as the kubelet writes it (host networking: the host's file), then `hostAliases`.
-pub fn hosts_file(host_network: bool, ip: Option<IpAddr>, hostname: &str, aliases: &[(String, Vec<String>)]) -> String {
+pub fn hosts_file(
+    host_network: bool,
+    ip: Option<IpAddr>,
+    hostname: &str,
+    aliases: &[(String, Vec<String>)],
+) -> String {
     let mut s = if host_network {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
@@ -111,13 +125,24 @@ pub fn hosts_file(host_network: bool, ip: Option<IpAddr>, hostname: &str, aliase
 }
 
 fn pod_cgroup_name(config: &PodSandboxConfig, id: &str) -> String {
-    let uid_ok = !config.uid.is_empty() && config.uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if uid_ok { format!("pod{}", config.uid) } else { format!("pod{id}") }
+    let uid_ok = !config.uid.is_empty()
+        && config
+            .uid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if uid_ok {
+        format!("pod{}", config.uid)
+    } else {
+        format!("pod{id}")
+    }
 }
 
 impl Inner {
     pub(crate) fn version(&self) -> Result<RuntimeVersion> {
-        let out = self.runc(&["--version"]).output().map_err(|e| other(format!("run {}: {e}", self.runc.display())))?;
+        let out = self
+            .runc(&["--version"])
+            .output()
+            .map_err(|e| other(format!("run {}: {e}", self.runc.display())))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let runc = text
             .lines()
@@ -160,7 +185,8 @@ impl Inner {
         }
         let id = store::new_id().map_err(other)?;
         let dir = self.sandbox_dir(&id);
-        fs::create_dir_all(&dir).map_err(|e| sandbox_err(format!("create {}: {e}", dir.display())))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| sandbox_err(format!("create {}: {e}", dir.display())))?;
         let mut rec = SandboxRecord {
             id: id.clone(),
             name: config.name.clone(),
@@ -186,7 +212,11 @@ impl Inner {
             resolv_conf: dir.join("resolv.conf"),
             hosts: dir.join("hosts"),
             hostname_file: dir.join("hostname"),
-            shm: if config.host_ipc { PathBuf::from("/dev/shm") } else { dir.join("shm") },
+            shm: if config.host_ipc {
+                PathBuf::from("/dev/shm")
+            } else {
+                dir.join("shm")
+            },
             shm_mounted: false,
         };
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,8 +236,12 @@ impl Inner {
     fn set_up_sandbox(&self, rec: &mut SandboxRecord, config: &PodSandboxConfig) -> Result<()> {
         let dir = self.sandbox_dir(&rec.id);
         if !config.log_directory.as_os_str().is_empty() {
-            fs::create_dir_all(&config.log_directory)
-                .map_err(|e| sandbox_err(format!("create the log directory {}: {e}", config.log_directory.display())))?;
+            fs::create_dir_all(&config.log_directory).map_err(|e| {
+                sandbox_err(format!(
+                    "create the log directory {}: {e}",
+                    config.log_directory.display()
+                ))
+            })?;
         }
         self.cgroups.create(&rec.cgroup).map_err(sandbox_err)?;
         let kinds = Kinds {
@@ -226,14 +260,26 @@ impl Inner {
             rec.shm_mounted = true;
             self.save_sandbox(rec)?;
         }
-        let write = |p: &Path, text: &str| fs::write(p, text).map_err(|e| sandbox_err(format!("write {}: {e}", p.display())));
+        let write = |p: &Path, text: &str| {
+            fs::write(p, text).map_err(|e| sandbox_err(format!("write {}: {e}", p.display())))
+        };
         let hostname = if config.host_network {
-            fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+            fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
         } else {
             config.hostname.clone()
         };
         write(&rec.hostname_file, &format!("{hostname}\n"))?;
-        write(&rec.resolv_conf, &resolv_conf(if config.host_network { None } else { config.dns.as_ref() }))?;
+        write(
+            &rec.resolv_conf,
+            &resolv_conf(if config.host_network {
+                None
+            } else {
+                config.dns.as_ref()
+            }),
+        )?;
         if let Some(net) = &rec.netns {
             let pod = PodNetwork {
                 container_id: rec.id.clone(),
@@ -254,7 +300,15 @@ impl Inner {
             };
             rec.ip = status.pod_ip().map(IpAddr::V4);
         }
-        write(&rec.hosts, &hosts_file(config.host_network, rec.ip, &config.hostname, &config.host_aliases))?;
+        write(
+            &rec.hosts,
+            &hosts_file(
+                config.host_network,
+                rec.ip,
+                &config.hostname,
+                &config.host_aliases,
+            ),
+        )?;
         rec.phase = SandboxPhase::Ready;
         self.save_sandbox(rec)
     }
@@ -312,8 +366,12 @@ impl Inner {
         let rec = self.load_sandbox(id).unwrap_or(rec);
         self.tear_down_sandbox(&rec)?;
         if !rec.log_directory.as_os_str().is_empty() && rec.log_directory.is_dir() {
-            fs::remove_dir_all(&rec.log_directory)
-                .map_err(|e| other(format!("remove the log directory {}: {e}", rec.log_directory.display())))?;
+            fs::remove_dir_all(&rec.log_directory).map_err(|e| {
+                other(format!(
+                    "remove the log directory {}: {e}",
+                    rec.log_directory.display()
+                ))
+            })?;
         }
         Ok(())
     }
@@ -401,16 +459,26 @@ impl Inner {
             let v4 = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout);
             let s = match v4 {
                 Ok(s) => s,
-                Err(e4) => TcpStream::connect_timeout(&(std::net::Ipv6Addr::LOCALHOST, port).into(), timeout).map_err(|_| e4)?,
+                Err(e4) => TcpStream::connect_timeout(
+                    &(std::net::Ipv6Addr::LOCALHOST, port).into(),
+                    timeout,
+                )
+                .map_err(|_| e4)?,
             };
             s.set_nonblocking(true)?;
             Ok(s)
         };
         let result = match &rec.netns {
-            Some(net) => netns::run_in(vec![(net.clone(), libc::CLONE_NEWNET)], connect).map_err(other)?,
+            Some(net) => {
+                netns::run_in(vec![(net.clone(), libc::CLONE_NEWNET)], connect).map_err(other)?
+            }
             None => connect(),
         };
-        result.map_err(|e| other(format!("port-forward to port {port} in pod sandbox {id}: {e}")))
+        result.map_err(|e| {
+            other(format!(
+                "port-forward to port {port} in pod sandbox {id}: {e}"
+            ))
+        })
     }
 }
 
@@ -423,7 +491,10 @@ mod tests {
     fn resolv_conf_lists_servers_searches_and_options() {
         let d = DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -435,9 +506,20 @@ mod tests {
     #[test]
     fn hosts_file_names_the_pod_and_its_aliases() {
         let ip: IpAddr = "10.88.0.5".parse().unwrap();
-        let h = hosts_file(false, Some(ip), "web-0", &[("1.2.3.4".into(), vec!["a".into(), "b".into()])]);
-        assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{h}");
+        let h = hosts_file(
+            false,
+            Some(ip),
+            "web-0",
+            &[("1.2.3.4".into(), vec!["a".into(), "b".into()])],
+        );
+        assert!(
+            h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+            "{h}"
+        );
         assert!(h.contains("\n10.88.0.5\tweb-0\n"), "{h}");
-        assert!(h.ends_with("# Entries added by HostAliases.\n1.2.3.4\ta\tb\n"), "{h}");
+        assert!(
+            h.ends_with("# Entries added by HostAliases.\n1.2.3.4\ta\tb\n"),
+            "{h}"
+        );
     }
 }

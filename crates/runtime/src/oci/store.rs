@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::cni::PortMapping;
 use crate::cri::DnsConfig;
@@ -97,9 +97,12 @@ pub struct ContainerRecord {
 
 pub fn load<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     }
@@ -107,12 +110,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 
 pub fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write_atomic(path, &data).map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+    write_atomic(path, &data)
+        .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
 }
 
 /// The ids (directory names) under `dir` that hold `file`.
 pub fn ids(dir: &Path, file: &str) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut v: Vec<String> = entries
         .flatten()
         .filter(|e| e.path().join(file).is_file())
@@ -148,7 +154,11 @@ mod tests {
         assert!(!valid_id(""));
         fs::create_dir_all(dir.path().join(&a)).unwrap();
         fs::create_dir_all(dir.path().join("empty")).unwrap();
-        save(&dir.path().join(&a).join(CONTAINER_FILE), &serde_json::json!({"x": 1})).unwrap();
+        save(
+            &dir.path().join(&a).join(CONTAINER_FILE),
+            &serde_json::json!({"x": 1}),
+        )
+        .unwrap();
         assert_eq!(ids(dir.path(), CONTAINER_FILE), vec![a.clone()]);
         let v: Option<serde_json::Value> = load(&dir.path().join(&a).join(CONTAINER_FILE)).unwrap();
         assert_eq!(v.unwrap()["x"], 1);

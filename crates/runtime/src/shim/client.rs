@@ -41,10 +41,15 @@ pub enum LaunchError {
 pub fn launch(cmd: &ShimCommand, args: &ShimArgs, shim_log: &Path) -> Result<u32, LaunchError> {
     let shim = |e: String| LaunchError::Shim(e);
     let (ready_r, ready_w) = super::pipe().map_err(|e| shim(format!("pipe: {e}")))?;
-    let log = File::create(shim_log).map_err(|e| shim(format!("create {}: {e}", shim_log.display())))?;
+    let log =
+        File::create(shim_log).map_err(|e| shim(format!("create {}: {e}", shim_log.display())))?;
     let w = ready_w.as_raw_fd();
     let mut c = Command::new(&cmd.exe);
-    c.args(&cmd.prefix).args(args.to_args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    c.args(&cmd.prefix)
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(move || {
@@ -58,7 +63,9 @@ pub fn launch(cmd: &ShimCommand, args: &ShimArgs, shim_log: &Path) -> Result<u32
             Ok(())
         });
     }
-    let mut child = c.spawn().map_err(|e| shim(format!("start {}: {e}", cmd.exe.display())))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| shim(format!("start {}: {e}", cmd.exe.display())))?;
     drop(ready_w);
     // The first process forks the real shim and exits at once.
     let _ = child.wait();
@@ -81,21 +88,30 @@ pub fn launch(cmd: &ShimCommand, args: &ShimArgs, shim_log: &Path) -> Result<u32
         .map_err(|e| shim(format!("read the shim's answer: {e}")))?;
     let line = line.trim_end();
     if let Some(pid) = line.strip_prefix("ok ") {
-        return pid.trim().parse().map_err(|_| shim(format!("bad answer from the shim: {line:?}")));
+        return pid
+            .trim()
+            .parse()
+            .map_err(|_| shim(format!("bad answer from the shim: {line:?}")));
     }
     if let Some(msg) = line.strip_prefix("error ") {
         return Err(LaunchError::Start(msg.to_string()));
     }
     let diag = std::fs::read_to_string(shim_log).unwrap_or_default();
-    Err(shim(format!("the shim exited without an answer: {}", diag.trim())))
+    Err(shim(format!(
+        "the shim exited without an answer: {}",
+        diag.trim()
+    )))
 }
 
 /// Attaches to the container served on `socket`. `exit` resolves to the code the shim reports when the
 /// container ends, or 0 when the connection closes first.
 pub async fn attach(socket: &Path, options: &StreamOptions) -> Result<StreamSession, RuntimeError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| RuntimeError::Other(format!("attach: connect to the shim at {}: {e}", socket.display())))?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        RuntimeError::Other(format!(
+            "attach: connect to the shim at {}: {e}",
+            socket.display()
+        ))
+    })?;
     let hello = Hello {
         stdin: options.stdin,
         stdout: options.stdout,
@@ -104,7 +120,9 @@ pub async fn attach(socket: &Path, options: &StreamOptions) -> Result<StreamSess
     let (mut rd, mut wr) = stream.into_split();
     let mut line = serde_json::to_vec(&hello).map_err(|e| RuntimeError::Other(e.to_string()))?;
     line.push(b'\n');
-    wr.write_all(&line).await.map_err(|e| RuntimeError::Other(format!("attach: {e}")))?;
+    wr.write_all(&line)
+        .await
+        .map_err(|e| RuntimeError::Other(format!("attach: {e}")))?;
 
     let mut session = StreamSession {
         stdin: None,

@@ -74,7 +74,11 @@ impl ShimArgs {
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let key = arg.to_string_lossy().to_string();
-            let mut value = || it.next().cloned().ok_or_else(|| format!("{key} needs a value"));
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{key} needs a value"))
+            };
             match key.as_str() {
                 "--id" => a.id = value()?.to_string_lossy().to_string(),
                 "--bundle" => a.bundle = value()?.into(),
@@ -178,7 +182,10 @@ impl Shared {
 fn runc(args: &ShimArgs) -> Command {
     let mut c = Command::new(&args.runc);
     c.arg("--root").arg(&args.runc_root);
-    c.arg("--log").arg(args.bundle.join("runc.log")).arg("--log-format").arg("json");
+    c.arg("--log")
+        .arg(args.bundle.join("runc.log"))
+        .arg("--log-format")
+        .arg("json");
     c
 }
 
@@ -211,7 +218,13 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
         message: String::new(),
     };
     let fail = |st: &mut ShimState, ready: &mut File, msg: String| -> io::Result<()> {
-        let _ = runc(args).arg("delete").arg("--force").arg(&args.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = runc(args)
+            .arg("delete")
+            .arg("--force")
+            .arg(&args.id)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         st.status = Status::Exited;
         st.exit_code = Some(128);
         st.reason = "StartError".into();
@@ -225,14 +238,21 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
     if let Some(parent) = args.log_path.parent() {
         fs::create_dir_all(parent)?;
     }
-    let log = OpenOptions::new().create(true).append(true).open(&args.log_path)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log_path)?;
     let _ = fs::remove_file(dir.join("runc.log"));
 
     // The container's stdio.
     let mut outputs: Vec<(Stream, File)> = Vec::new();
     let mut stdin_writer: Option<File> = None;
     let mut cmd = runc(args);
-    cmd.arg("create").arg("--bundle").arg(dir).arg("--pid-file").arg(dir.join("init.pid"));
+    cmd.arg("create")
+        .arg("--bundle")
+        .arg(dir)
+        .arg("--pid-file")
+        .arg(dir.join("init.pid"));
     let console = dir.join("console.sock");
     let mut console_thread = None;
     if args.tty {
@@ -243,7 +263,9 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
             receive_fd(&conn)
         }));
         cmd.arg("--console-socket").arg(&console);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
     } else {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -267,31 +289,56 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
             let msg = runc_error(&dir.join("runc.log"), &String::from_utf8_lossy(&out.stderr));
             return fail(&mut st, &mut ready, msg);
         }
-        Err(e) => return fail(&mut st, &mut ready, format!("run {}: {e}", args.runc.display())),
+        Err(e) => {
+            return fail(
+                &mut st,
+                &mut ready,
+                format!("run {}: {e}", args.runc.display()),
+            );
+        }
     }
     let pty: Option<File> = match console_thread {
         Some(t) => match t.join() {
             Ok(Ok(fd)) => Some(File::from(fd)),
-            Ok(Err(e)) => return fail(&mut st, &mut ready, format!("receive the container's pty: {e}")),
+            Ok(Err(e)) => {
+                return fail(
+                    &mut st,
+                    &mut ready,
+                    format!("receive the container's pty: {e}"),
+                );
+            }
             Err(_) => return fail(&mut st, &mut ready, "the console thread panicked".into()),
         },
         None => None,
     };
     let _ = fs::remove_file(&console);
-    let pid: u32 = match fs::read_to_string(dir.join("init.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+    let pid: u32 = match fs::read_to_string(dir.join("init.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         Some(p) => p,
         None => return fail(&mut st, &mut ready, "runc create wrote no pid file".into()),
     };
     st.pid = Some(pid);
     st.pid_start = state::process_start(pid);
-    let started = runc(args).arg("start").arg(&args.id).stdin(Stdio::null()).output();
+    let started = runc(args)
+        .arg("start")
+        .arg(&args.id)
+        .stdin(Stdio::null())
+        .output();
     match started {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
             let msg = runc_error(&dir.join("runc.log"), &String::from_utf8_lossy(&out.stderr));
             return fail(&mut st, &mut ready, msg);
         }
-        Err(e) => return fail(&mut st, &mut ready, format!("run {}: {e}", args.runc.display())),
+        Err(e) => {
+            return fail(
+                &mut st,
+                &mut ready,
+                format!("run {}: {e}", args.runc.display()),
+            );
+        }
     }
     st.status = Status::Running;
     st.started_at_ns = Some(state::now_ns());
@@ -360,7 +407,13 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
     }
     let _ = fs::remove_file(&socket);
     drop(pty);
-    let _ = runc(args).arg("delete").arg("--force").arg(&args.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = runc(args)
+        .arg("delete")
+        .arg("--force")
+        .arg(&args.id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     Ok(())
 }
 
@@ -436,7 +489,8 @@ fn serve_client(id: u64, conn: UnixStream, shared: &Shared) -> io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let hello: protocol::Hello = serde_json::from_str(line.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let hello: protocol::Hello = serde_json::from_str(line.trim())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut writer = conn.try_clone()?;
     writer.set_write_timeout(Some(Duration::from_secs(10)))?;
     {
@@ -445,7 +499,15 @@ fn serve_client(id: u64, conn: UnixStream, shared: &Shared) -> io::Result<()> {
             protocol::write_frame(&mut writer, protocol::EXIT, &code.to_be_bytes())?;
             return Ok(());
         }
-        shared.clients.lock().unwrap_or_else(|e| e.into_inner()).push(Client { id, stream: writer, hello });
+        shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Client {
+                id,
+                stream: writer,
+                hello,
+            });
     }
     while let Some((kind, payload)) = protocol::read_frame(&mut reader)? {
         match kind {
@@ -526,7 +588,10 @@ pub fn receive_fd(conn: &UnixStream) -> io::Result<OwnedFd> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "no file descriptor received on the console socket"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no file descriptor received on the console socket",
+    ))
 }
 
 #[cfg(test)]
@@ -546,8 +611,16 @@ mod tests {
             stdin: false,
         };
         assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);
-        assert!(ShimArgs::parse(&["--id".into()]).unwrap_err().contains("needs a value"));
-        assert!(ShimArgs::parse(&["--bogus".into()]).unwrap_err().contains("unknown argument"));
+        assert!(
+            ShimArgs::parse(&["--id".into()])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            ShimArgs::parse(&["--bogus".into()])
+                .unwrap_err()
+                .contains("unknown argument")
+        );
         assert!(ShimArgs::parse(&[]).unwrap_err().contains("missing --id"));
     }
 
@@ -564,6 +637,9 @@ mod tests {
             runc_error(&log, "ignored"),
             "runc create failed: unable to start container process: exec: \"nosuch\": executable file not found in $PATH"
         );
-        assert_eq!(runc_error(&dir.path().join("none"), " printed \n"), "printed");
+        assert_eq!(
+            runc_error(&dir.path().join("none"), " printed \n"),
+            "printed"
+        );
     }
 }

@@ -48,14 +48,19 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is too large"),
+        ));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
     Ok(Some((head[0], payload)))
 }
 
-pub async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<(u8, Vec<u8>)>> {
+pub async fn read_frame_async(
+    r: &mut (impl AsyncRead + Unpin),
+) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head).await {
         Ok(_) => {}
@@ -64,14 +69,21 @@ pub async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Op
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is too large"),
+        ));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
     Ok(Some((head[0], payload)))
 }
 
-pub async fn write_frame_async(w: &mut (impl AsyncWrite + Unpin), kind: u8, payload: &[u8]) -> io::Result<()> {
+pub async fn write_frame_async(
+    w: &mut (impl AsyncWrite + Unpin),
+    kind: u8,
+    payload: &[u8],
+) -> io::Result<()> {
     w.write_all(&encode(kind, payload)).await?;
     w.flush().await
 }
@@ -83,7 +95,12 @@ pub fn resize_payload(width: u16, height: u16) -> [u8; 4] {
 }
 
 pub fn parse_resize(p: &[u8]) -> Option<(u16, u16)> {
-    (p.len() == 4).then(|| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+    (p.len() == 4).then(|| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -96,8 +113,14 @@ mod tests {
         write_frame(&mut buf, STDOUT, b"hello").unwrap();
         write_frame(&mut buf, EXIT, &7i32.to_be_bytes()).unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_frame(&mut r).unwrap(), Some((STDOUT, b"hello".to_vec())));
-        assert_eq!(read_frame(&mut r).unwrap(), Some((EXIT, 7i32.to_be_bytes().to_vec())));
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((STDOUT, b"hello".to_vec()))
+        );
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((EXIT, 7i32.to_be_bytes().to_vec()))
+        );
         assert_eq!(read_frame(&mut r).unwrap(), None);
         assert_eq!(parse_resize(&resize_payload(80, 24)), Some((80, 24)));
         let huge = encode(STDIN, &[]);

@@ -42,7 +42,10 @@ pub struct ShimState {
 }
 
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 pub fn ns_to_time(ns: u64) -> SystemTime {
@@ -61,21 +64,29 @@ pub fn alive(pid: u32, start: u64) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-    fields.first().is_some_and(|s| *s != "Z" && *s != "X") && fields.get(19).and_then(|s| s.parse().ok()) == Some(start)
+    fields.first().is_some_and(|s| *s != "Z" && *s != "X")
+        && fields.get(19).and_then(|s| s.parse().ok()) == Some(start)
 }
 
 pub fn read(dir: &Path) -> io::Result<Option<ShimState>> {
     match fs::read(dir.join(STATE_FILE)) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 pub fn write(dir: &Path, state: &ShimState) -> io::Result<()> {
-    write_atomic(&dir.join(STATE_FILE), &serde_json::to_vec_pretty(state).map_err(io::Error::other)?)
+    write_atomic(
+        &dir.join(STATE_FILE),
+        &serde_json::to_vec_pretty(state).map_err(io::Error::other)?,
+    )
 }
 
 /// Writes a file by temporary file, fsync and rename.
