@@ -32,6 +32,8 @@ pub use status::{format_indexes, parse_indexes};
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// Annotation and label with the completion index of an Indexed Job's pod.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// Annotation with how often a pod's index failed before it (backoffLimitPerIndex).
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 /// Label every pod of a Job carries (the API server puts it in the template).
 pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 
@@ -318,6 +320,23 @@ fn only_replace_failed(job: &Job) -> bool {
         || spec.is_some_and(|s| s.pod_failure_policy.is_some())
 }
 
+/// How often the pod's index had failed before the pod was made (backoffLimitPerIndex).
+fn index_failure_count(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What manage_pods knows of an Indexed Job's indexes.
+struct IndexState<'a> {
+    completed: &'a BTreeSet<i32>,
+    failed: &'a BTreeSet<i32>,
+    pods: &'a [Pod],
+}
+
 fn pod_index(pod: &Pod) -> Option<i32> {
     let v = pod.metadata.annotations.as_ref()?.get(COMPLETION_INDEX)?;
     v.parse::<i32>().ok().filter(|i| *i >= 0)
@@ -480,6 +499,16 @@ async fn sync_job(
         .as_deref()
         .map(parse_indexes)
         .unwrap_or_default();
+    let per_index = if indexed {
+        spec.backoff_limit_per_index
+    } else {
+        None
+    };
+    let mut failed_indexes = status
+        .failed_indexes
+        .as_deref()
+        .map(parse_indexes)
+        .unwrap_or_default();
     let mut finishing = existing_finishing(&status);
     let mut to_release: Vec<&Pod> = Vec::new();
     let mut newly = false;
@@ -527,7 +556,17 @@ async fn sync_job(
                     unc_failed.insert(uid);
                     newly = true;
                 }
+                Some((policy::Action::FailIndex, _)) if per_index.is_some() => {
+                    failed_indexes.extend(pod_index(pod));
+                    unc_failed.insert(uid);
+                    newly = true;
+                }
                 _ => {
+                    if let (Some(limit), Some(i)) = (per_index, pod_index(pod))
+                        && index_failure_count(pod) + 1 > limit
+                    {
+                        failed_indexes.insert(i);
+                    }
                     unc_failed.insert(uid);
                     newly = true;
                 }
@@ -543,6 +582,9 @@ async fn sync_job(
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
+        if per_index.is_some() {
+            status.failed_indexes = Some(format_indexes(&failed_indexes));
+        }
         job = write_status(jobs, &job, &status).await?;
     }
     for pod in &to_release {
@@ -556,6 +598,9 @@ async fn sync_job(
     }
     status.failed = Some(status.failed.unwrap_or(0) + unc_failed.len() as i32);
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+    if per_index.is_some() {
+        status.failed_indexes = Some(format_indexes(&failed_indexes));
+    }
     let succeeded = status.succeeded.unwrap_or(0);
     let failed = status.failed.unwrap_or(0);
 
@@ -598,8 +643,34 @@ async fn sync_job(
     }
 
     // 3. Decide whether the Job is done.
+    if finishing.is_none() && per_index.is_some() {
+        let completions = spec.completions.unwrap_or(0) as usize;
+        if spec
+            .max_failed_indexes
+            .is_some_and(|m| failed_indexes.len() as i32 > m)
+        {
+            finishing = Some(Finishing {
+                failed: true,
+                reason: "MaxFailedIndexesExceeded".into(),
+                message: "Job has exceeded the specified maximal number of failed indexes".into(),
+            });
+        } else if !failed_indexes.is_empty()
+            && completed.len() + failed_indexes.len() >= completions
+        {
+            finishing = Some(Finishing {
+                failed: true,
+                reason: "FailedIndexes".into(),
+                message: "Job has failed indexes".into(),
+            });
+        }
+    }
     if finishing.is_none() {
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        // With backoffLimitPerIndex, failures count per index instead.
+        let backoff_limit = if per_index.is_some() {
+            i32::MAX
+        } else {
+            spec.backoff_limit.unwrap_or(6)
+        };
         if failed > backoff_limit || past_backoff_limit_on_failure(&job, &active) {
             finishing = Some(Finishing {
                 failed: true,
@@ -727,8 +798,13 @@ async fn sync_job(
         } else {
             &[]
         };
+        let indexes = IndexState {
+            completed: &completed,
+            failed: &failed_indexes,
+            pods: &pods,
+        };
         let (created, deleted, wait) = manage_pods(
-            st, pods_api, &job, &active, &completed, succeeded, delay, held,
+            st, pods_api, &job, &active, &indexes, succeeded, delay, held,
         )
         .await?;
         active_count += created - deleted;
@@ -875,11 +951,13 @@ async fn manage_pods(
     pods_api: &Api<Pod>,
     job: &Job,
     active: &[&Pod],
-    completed: &BTreeSet<i32>,
+    indexes: &IndexState<'_>,
     succeeded: i32,
     backoff: Option<Duration>,
     held: &[&Pod],
 ) -> Result<(i32, i32, Option<Duration>), Error> {
+    let completed = indexes.completed;
+    let failed_indexes = indexes.failed;
     let spec = job.spec.clone().unwrap_or_default();
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
@@ -894,7 +972,12 @@ async fn manage_pods(
         let mut extra: Vec<&Pod> = Vec::new();
         for pod in active {
             match pod_index(pod) {
-                Some(i) if i < completions && !completed.contains(&i) && !seen.contains_key(&i) => {
+                Some(i)
+                    if i < completions
+                        && !completed.contains(&i)
+                        && !failed_indexes.contains(&i)
+                        && !seen.contains_key(&i) =>
+                {
                     seen.insert(i, pod);
                 }
                 _ => extra.push(pod),
@@ -927,12 +1010,28 @@ async fn manage_pods(
                     .count() as i32;
             let pending: Vec<i32> = (0..completions)
                 .filter(|i| {
-                    !completed.contains(i) && !seen.contains_key(i) && !held_indexes.contains(i)
+                    !completed.contains(i)
+                        && !failed_indexes.contains(i)
+                        && !seen.contains_key(i)
+                        && !held_indexes.contains(i)
                 })
                 .take(room.max(0) as usize)
                 .collect();
-            created +=
-                create_pods(st, pods_api, job, pending.into_iter().map(Some).collect()).await?;
+            // Each new pod carries how often its index failed before (backoffLimitPerIndex counts on it).
+            let failures = |i: i32| {
+                indexes
+                    .pods
+                    .iter()
+                    .filter(|p| pod_index(p) == Some(i) && is_pod_failed(p, job))
+                    .map(|p| index_failure_count(p) + 1)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let todo = pending
+                .into_iter()
+                .map(|i| (Some(i), failures(i)))
+                .collect();
+            created += create_pods(st, pods_api, job, todo).await?;
         }
         return Ok((created, deleted, None));
     }
@@ -961,7 +1060,7 @@ async fn manage_pods(
         }
         // With podReplacementPolicy Failed, terminating pods still hold their place.
         let count = (want - active_n - held.len() as i32).max(0) as usize;
-        created += create_pods(st, pods_api, job, vec![None; count]).await?;
+        created += create_pods(st, pods_api, job, vec![(None, 0); count]).await?;
     }
     Ok((created, deleted, None))
 }
@@ -1056,12 +1155,12 @@ async fn create_pods(
     st: &State,
     pods_api: &Api<Pod>,
     job: &Job,
-    indexes: Vec<Option<i32>>,
+    indexes: Vec<(Option<i32>, i32)>,
 ) -> Result<i32, Error> {
     let (done, err) = crate::controller_utils::slow_start_batch(
         indexes.len(),
         crate::controller_utils::SLOW_START_INITIAL_BATCH_SIZE,
-        |i| create_pod(st, pods_api, job, indexes[i]),
+        |i| create_pod(st, pods_api, job, indexes[i].0, indexes[i].1),
     )
     .await;
     match err {
@@ -1075,8 +1174,21 @@ async fn create_pod(
     pods_api: &Api<Pod>,
     job: &Job,
     index: Option<i32>,
+    index_failures: i32,
 ) -> Result<(), Error> {
-    let pod = new_pod(job, index);
+    let mut pod = new_pod(job, index);
+    if job
+        .spec
+        .as_ref()
+        .and_then(|s| s.backoff_limit_per_index)
+        .is_some()
+        && index.is_some()
+    {
+        pod.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(INDEX_FAILURE_COUNT.into(), index_failures.to_string());
+    }
     match pods_api.create(&PostParams::default(), &pod).await {
         Ok(created) => {
             publish(

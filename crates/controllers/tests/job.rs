@@ -569,3 +569,82 @@ async fn deleted_pods_are_replaced_at_once_or_after_termination_with_policy_fail
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn backoff_limit_per_index_fails_only_that_index() {
+    let h = Harness::start().await;
+    let spec = serde_json::json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1});
+    h.create("per", spec).await;
+    eventually("three indexed pods", || async {
+        h.active_pods("per").await.len() == 3
+    })
+    .await;
+    let of = |pods: Vec<Pod>, i: &str| {
+        pods.into_iter()
+            .find(|p| p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX] == i)
+    };
+    for attempt in 0..2 {
+        eventually("index 1 runs", || async {
+            of(h.active_pods("per").await, "1").is_some()
+        })
+        .await;
+        let pod = of(h.active_pods("per").await, "1").unwrap();
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[job::INDEX_FAILURE_COUNT],
+            attempt.to_string()
+        );
+        h.finish(&pod, "Failed", 1).await;
+        eventually("the failure is counted", || async {
+            h.jobs
+                .get("per")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.failed)
+                == Some(attempt + 1)
+        })
+        .await;
+    }
+    eventually("index 1 is failed", || async {
+        h.jobs
+            .get("per")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.failed_indexes)
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+    assert!(
+        of(h.active_pods("per").await, "1").is_none(),
+        "a failed index is not retried"
+    );
+    for i in ["0", "2"] {
+        let pod = of(h.active_pods("per").await, i).unwrap();
+        h.finish(&pod, "Succeeded", 0).await;
+    }
+    eventually("the job is Failed", || async {
+        h.condition("per", "Failed").await.is_some()
+    })
+    .await;
+    assert_eq!(
+        h.condition("per", "Failed").await.unwrap(),
+        (
+            "FailedIndexes".to_string(),
+            "Job has failed indexes".to_string()
+        )
+    );
+    assert_eq!(
+        h.jobs
+            .get("per")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .completed_indexes
+            .as_deref(),
+        Some("0,2")
+    );
+    h.stop().await;
+}
