@@ -752,3 +752,28 @@ async fn a_job_like_pod_with_a_sidecar_succeeds_and_the_sidecar_is_stopped() {
     h.wait_event("job", "Killing", "Stopping container logger").await;
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn fallback_to_logs_on_error_reports_the_log_tail() {
+    let h = Harness::new().await;
+    let kubelet = h.start_kubelet();
+    let mut spec = pod(
+        "tail",
+        json!([{ "name": "app", "image": "busybox:1.36", "terminationMessagePolicy": "FallbackToLogsOnError" }]),
+    );
+    spec["spec"]["restartPolicy"] = json!("Never");
+    h.create_pod(spec).await;
+    h.wait_pod("tail", "Running", |p| phase(p) == "Running").await;
+    let c = h.fake.containers().into_iter().find(|c| c.name == "app").unwrap();
+    std::fs::create_dir_all(c.log_path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &c.log_path,
+        "2024-01-01T00:00:00.000000000Z stdout F starting\n2024-01-01T00:00:01.000000000Z stderr F fatal: no config\n",
+    )
+    .unwrap();
+    h.fake.exit_container(&c.id, 2);
+    let p = h.wait_pod("tail", "Failed", |p| phase(p) == "Failed").await;
+    let t = cs(&p, "app").unwrap().state.clone().unwrap().terminated.unwrap();
+    assert_eq!(t.message.as_deref(), Some("starting\nfatal: no config\n"));
+    kubelet.stop().await;
+}

@@ -24,6 +24,7 @@ pub enum Behaviour {
 #[derive(Clone, Debug)]
 struct Sandbox {
     status: PodSandboxStatus,
+    log_directory: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -233,7 +234,7 @@ impl RuntimeService for FakeRuntime {
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
-        s.sandboxes.insert(id.clone(), Sandbox { status });
+        s.sandboxes.insert(id.clone(), Sandbox { status, log_directory: config.log_directory.clone() });
         Ok(id)
     }
 
@@ -276,11 +277,12 @@ impl RuntimeService for FakeRuntime {
         _sandbox: &PodSandboxConfig,
     ) -> Result<String> {
         let mut s = self.lock();
-        match s.sandboxes.get(sandbox_id) {
-            Some(sb) if sb.status.state == SandboxState::Ready => {}
+        // Logs would be written under the sandbox's log directory (the fake writes none).
+        let log_directory = match s.sandboxes.get(sandbox_id) {
+            Some(sb) if sb.status.state == SandboxState::Ready => sb.log_directory.clone(),
             Some(_) => return Err(RuntimeError::CreateContainer(format!("sandbox {sandbox_id:?} is not ready"))),
             None => return Err(not_found("sandbox", sandbox_id)),
-        }
+        };
         let key = image_key(&config.image);
         let Some(image) = s.images.get(&key).cloned() else {
             return Err(RuntimeError::CreateContainer(format!("image {:?} is not present", config.image)));
@@ -300,7 +302,7 @@ impl RuntimeService for FakeRuntime {
             message: String::new(),
             image: key,
             image_ref: image.repo_digests.first().cloned().unwrap_or(image.id),
-            log_path: std::path::PathBuf::from("/nonexistent").join(&config.log_path),
+            log_path: log_directory.join(&config.log_path),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
