@@ -42,6 +42,11 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
+        Self::with_root("agent")
+    }
+
+    /// A node whose runtime root is `<tempdir>/<root>` (long roots test the socket path limit).
+    fn with_root(root: &str) -> Node {
         require(
             unsafe { libc::geteuid() } == 0,
             "it needs root (mounts, namespaces, cgroups)",
@@ -69,7 +74,7 @@ impl Node {
         let image = testing::busybox_image(&dir.path().join("image")).unwrap();
         let images = Arc::new(ImageStore::open(&dir.path().join("agent/images")).unwrap());
         images.import_archive(&image.oci_archive).unwrap();
-        let root = dir.path().join("agent");
+        let root = dir.path().join(root);
         let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
         cni.bridge = "skiff-t0".into();
         let cgroup_parent = Cgroups::detect().unwrap().own_cgroup().join(format!(
@@ -759,7 +764,9 @@ fn removing_a_sandbox_leaves_nothing_behind() {
 
 #[test]
 fn a_tty_container_is_attached_and_resized() {
-    let node = Node::new();
+    // A root long enough that the shim's socket paths exceed the 108-byte limit of unix socket addresses.
+    let node = Node::with_root(&format!("agent-{}", "x".repeat(60)));
+    assert!(node.config.root.join("containers").join("0".repeat(32)).join("attach.sock").as_os_str().len() > 108);
     let (sb, pod) = node.run_pod("tty");
     let mut c = container(
         "tty",

@@ -106,7 +106,23 @@ pub fn launch(cmd: &ShimCommand, args: &ShimArgs, shim_log: &Path) -> Result<u32
 /// Attaches to the container served on `socket`. `exit` resolves to the code the shim reports when the
 /// container ends, or 0 when the connection closes first.
 pub async fn attach(socket: &Path, options: &StreamOptions) -> Result<StreamSession, RuntimeError> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
+    // Long paths go through the directory's fd (socket paths are limited to 108 bytes).
+    let dir_fd = match socket.parent() {
+        Some(dir) if socket.as_os_str().len() > 100 => Some(
+            File::open(dir)
+                .map_err(|e| RuntimeError::Other(format!("attach: open {}: {e}", dir.display())))?,
+        ),
+        _ => None,
+    };
+    let connect_path = match &dir_fd {
+        Some(d) => PathBuf::from(format!(
+            "/proc/self/fd/{}/{}",
+            d.as_raw_fd(),
+            socket.file_name().unwrap_or_default().to_string_lossy()
+        )),
+        None => socket.to_path_buf(),
+    };
+    let stream = UnixStream::connect(&connect_path).await.map_err(|e| {
         RuntimeError::Other(format!(
             "attach: connect to the shim at {}: {e}",
             socket.display()

@@ -253,7 +253,10 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
         .arg(dir)
         .arg("--pid-file")
         .arg(dir.join("init.pid"));
-    let console = dir.join("console.sock");
+    // Sockets are bound by names relative to the bundle directory: a long data dir must not hit the
+    // 108-byte limit of socket paths (runc resolves `--console-socket` from the bundle directory too).
+    std::env::set_current_dir(dir)?;
+    let console = PathBuf::from("console.sock");
     let mut console_thread = None;
     if args.tty {
         let _ = fs::remove_file(&console);
@@ -368,7 +371,7 @@ fn run(args: &ShimArgs, mut ready: File) -> io::Result<()> {
             let _ = done.send(());
         });
     }
-    let socket = dir.join("attach.sock");
+    let socket = PathBuf::from("attach.sock");
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
     {
