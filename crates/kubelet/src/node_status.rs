@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use skiff_runtime::cri::RuntimeService;
+use skiff_runtime::cri::{ImageService, RuntimeService};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KubeletConfig;
@@ -258,6 +259,23 @@ pub async fn register(client: &Client, config: &KubeletConfig) -> Result<Node, E
     }
 }
 
+/// Most images listed in the node status (upstream's `nodeStatusMaxImages`).
+const MAX_IMAGES: usize = 50;
+
+/// The node's images for `status.images` (used by the scheduler's ImageLocality): the largest first, at
+/// most 50, each with its tags and digests as names.
+pub fn node_images(mut images: Vec<skiff_runtime::cri::Image>) -> Vec<ContainerImage> {
+    images.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+    images
+        .into_iter()
+        .take(MAX_IMAGES)
+        .map(|i| {
+            let names: Vec<String> = i.repo_digests.into_iter().chain(i.repo_tags).collect();
+            ContainerImage { names: Some(names), size_bytes: Some(i.size as i64) }
+        })
+        .collect()
+}
+
 /// The node event upstream's kubelet records when a condition becomes `status`.
 fn condition_event(type_: &str, status: &str) -> Option<&'static str> {
     Some(match (type_, status) {
@@ -279,6 +297,7 @@ pub async fn run(
     config: Arc<KubeletConfig>,
     client: Client,
     runtime: Arc<dyn RuntimeService>,
+    images: Arc<dyn ImageService>,
     kubelet_version: String,
     shutdown: CancellationToken,
 ) {
@@ -299,7 +318,11 @@ pub async fn run(
         };
         let runtime_version =
             runtime.version().await.ok().map(|v| format!("{}://{}", v.runtime_name, v.runtime_version));
-        let status = build_status(&config, &machine, runtime_version.as_deref(), &kubelet_version);
+        let mut status = build_status(&config, &machine, runtime_version.as_deref(), &kubelet_version);
+        match images.list_images().await {
+            Ok(list) => status.images = Some(node_images(list)),
+            Err(e) => tracing::warn!(error = %e, "failed to list images for the node status"),
+        }
         let due = match &last_posted {
             None => true,
             Some((old, at)) => *old != status || at.elapsed() >= config.node_status_report_frequency,

@@ -74,6 +74,7 @@ pub async fn run(config: KubeletConfig, deps: Deps, shutdown: CancellationToken)
         config.clone(),
         deps.client.clone(),
         deps.runtime.clone(),
+        deps.images.clone(),
         kubelet_version,
         shutdown.clone(),
     ));

@@ -142,6 +142,7 @@ fn waiting_reason(c: Option<&ContainerStatus>) -> Option<String> {
 #[tokio::test]
 async fn node_registers_with_capacity_and_conditions_and_the_lease_renews() {
     let h = Harness::new().await;
+    h.fake.add_image("busybox:1.36");
     let kubelet = h.start_kubelet();
     let nodes: Api<Node> = Api::all(h.client.clone());
     let mut node = None;
@@ -186,6 +187,8 @@ async fn node_registers_with_capacity_and_conditions_and_the_lease_renews() {
     assert_eq!(info.operating_system, "linux");
     assert!(!info.kubelet_version.is_empty() && !info.kernel_version.is_empty());
     assert_eq!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+    let images = status.images.unwrap();
+    assert!(images[0].names.as_ref().unwrap().contains(&"docker.io/library/busybox:1.36".to_string()), "{images:?}");
 
     // Node events as `kubectl describe node` shows them.
     let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
