@@ -185,12 +185,17 @@ async fn watch_all(c: Arc<Collector>, synced: tokio::sync::watch::Sender<bool>, 
     }
 }
 
-/// Processes work one item at a time; a failed item is retried after a pause.
+/// How many items are processed at once (upstream runs 20 attempt-to-delete workers): deletes wait for
+/// the store's fsync, so one at a time would make a large cascade slow.
+const WORKERS: usize = 20;
+
+/// Processes work, `WORKERS` items at a time; a failed item is retried after a pause.
 async fn work(c: Arc<Collector>, mut synced: tokio::sync::watch::Receiver<bool>, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
         r = synced.wait_for(|s| *s) => if r.is_err() { return },
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(WORKERS));
     loop {
         let Some(item) = c.queue.pop() else {
             tokio::select! {
@@ -199,21 +204,25 @@ async fn work(c: Arc<Collector>, mut synced: tokio::sync::watch::Receiver<bool>,
                 _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
             }
         };
-        let result = match &item {
-            Work::AttemptToDelete(uid) => attempt_to_delete(&c, uid).await,
-            Work::ProcessOwner(uid) => process_owner(&c, uid).await,
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        if let Err(e) = result {
-            tracing::debug!(?item, error = %e, "garbage collection failed; will retry");
-            let c2 = c.clone();
-            let token = shutdown.clone();
-            tokio::spawn(async move {
+        let (c, token) = (c.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = match &item {
+                Work::AttemptToDelete(uid) => attempt_to_delete(&c, uid).await,
+                Work::ProcessOwner(uid) => process_owner(&c, uid).await,
+            };
+            drop(permit);
+            if let Err(e) = result {
+                tracing::debug!(?item, error = %e, "garbage collection failed; will retry");
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => c2.queue.push_all([item]),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => c.queue.push_all([item]),
                 }
-            });
-        }
+            }
+        });
     }
 }
 
