@@ -66,6 +66,10 @@ impl Cache {
         self.namespaces.get(ns).cloned()
     }
 
+    pub fn all_namespace_labels(&self) -> &HashMap<String, Labels> {
+        &self.namespaces
+    }
+
     pub fn set_namespace(&mut self, name: &str, labels: Labels) {
         self.namespaces.insert(name.to_string(), labels);
     }

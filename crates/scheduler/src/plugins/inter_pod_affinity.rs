@@ -76,25 +76,20 @@ impl FilterState {
     }
 }
 
-/// The labels of every namespace a term with a namespace selector may need.
-fn namespace_labels(pod: &PodInfo, cache: &Cache, all: bool) -> HashMap<String, crate::selector::Labels> {
-    let mut out = HashMap::new();
+/// The namespace labels the terms may need: the incoming pod's own (for running pods' terms with namespace
+/// selectors), and every namespace's only when the incoming pod's terms use a namespace selector.
+fn namespace_labels(pod: &PodInfo, cache: &Cache) -> HashMap<String, crate::selector::Labels> {
     let uses_selector = |terms: &[AffinityTerm]| terms.iter().any(|t| t.namespace_selector.is_some());
-    if all || uses_selector(&pod.required_affinity) || uses_selector(&pod.required_anti_affinity)
-        || uses_selector(&pod.preferred_affinity) || uses_selector(&pod.preferred_anti_affinity)
+    if uses_selector(&pod.required_affinity)
+        || uses_selector(&pod.required_anti_affinity)
+        || uses_selector(&pod.preferred_affinity)
+        || uses_selector(&pod.preferred_anti_affinity)
     {
-        for n in cache.nodes() {
-            for p in &n.pods {
-                if !out.contains_key(&p.namespace)
-                    && let Some(l) = cache.namespace_labels(&p.namespace)
-                {
-                    out.insert(p.namespace.clone(), l);
-                }
-            }
-        }
-        if let Some(l) = cache.namespace_labels(&pod.namespace) {
-            out.insert(pod.namespace.clone(), l);
-        }
+        return cache.all_namespace_labels().clone();
+    }
+    let mut out = HashMap::new();
+    if let Some(l) = cache.namespace_labels(&pod.namespace) {
+        out.insert(pod.namespace.clone(), l);
     }
     out
 }
@@ -117,8 +112,7 @@ impl Plugin for InterPodAffinity {
         if !any_existing_anti && pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty() {
             return Ok(PreFilterResult::Skip);
         }
-        // Only the incoming pod's own namespace is needed for existing pods' terms with namespace selectors.
-        let mut st = FilterState { ns_labels: namespace_labels(pod, cache, any_existing_anti), ..Default::default() };
+        let mut st = FilterState { ns_labels: namespace_labels(pod, cache), ..Default::default() };
         let ns_labels = st.ns_labels.clone();
         let ns = |n: &str| ns_labels.get(n).cloned();
         for node in cache.nodes() {
@@ -200,7 +194,7 @@ impl Plugin for InterPodAffinity {
         if !has_preferred && !any_with_affinity {
             return false;
         }
-        let ns_labels = namespace_labels(pod, cache, any_with_affinity);
+        let ns_labels = namespace_labels(pod, cache);
         let ns = |n: &str| ns_labels.get(n).cloned();
         let mut scores: HashMap<String, HashMap<String, i64>> = HashMap::new();
         let mut add = |node: &NodeInfo, key: &str, w: i64| {
@@ -337,6 +331,30 @@ mod tests {
         for (name, pod, pods, want) in cases {
             assert_eq!(filter_all(&InterPodAffinity::default(), &pod, &nodes(), &pods), want, "{name}");
         }
+    }
+
+    #[test]
+    fn namespace_selectors_match_namespace_labels() {
+        use crate::testing::cache_with;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let mut cache = cache_with(&nodes(), &[PodBuilder::new("w").namespace("team-a").label("app", "web").node("a1").build()]);
+        cache.set_namespace("team-a", [("team".to_string(), "a".to_string())].into());
+        cache.set_namespace("default", Default::default());
+        let mut pod = PodBuilder::new("p").pod_anti_affinity(&[("app", "web")], LABEL_HOSTNAME).build();
+        let run = |sel: LabelSelector, pod: &mut Pod| {
+            pod.spec.as_mut().unwrap().affinity.as_mut().unwrap().pod_anti_affinity.as_mut().unwrap()
+                .required_during_scheduling_ignored_during_execution.as_mut().unwrap()[0]
+                .namespace_selector = Some(sel);
+            let info = PodInfo::new(std::sync::Arc::new(pod.clone()));
+            let mut st = CycleState::default();
+            InterPodAffinity::default().pre_filter(&mut st, &info, &cache).unwrap();
+            cache.nodes().iter().map(|n| InterPodAffinity::default().filter(&st, &info, n).is_ok()).collect::<Vec<_>>()
+        };
+        let team_a = LabelSelector { match_labels: Some([("team".to_string(), "a".to_string())].into()), match_expressions: None };
+        assert_eq!(run(team_a, &mut pod), vec![false, true, true]);
+        let team_b = LabelSelector { match_labels: Some([("team".to_string(), "b".to_string())].into()), match_expressions: None };
+        assert_eq!(run(team_b, &mut pod), vec![true, true, true]);
+        assert_eq!(run(LabelSelector::default(), &mut pod), vec![false, true, true], "{{}} selects every namespace");
     }
 
     #[test]
