@@ -56,6 +56,8 @@ struct State {
     recorder: Recorder,
     /// Delay before replacing a failed daemon pod, per node and DaemonSet.
     failed_backoff: Backoff,
+    /// Until when a node's failed daemon is not replaced.
+    failed_until: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Runs the DaemonSet controller until `shutdown` is cancelled.
@@ -76,6 +78,7 @@ pub async fn run_with(
         config,
         recorder,
         failed_backoff: Backoff::default(),
+        failed_until: Default::default(),
     });
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
@@ -311,13 +314,26 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
             let failed_here = here
                 .iter()
                 .any(|p| phase(p) == "Failed" && p.metadata.deletion_timestamp.is_none());
+            if failed_here {
+                // Replace a failed pod after a growing delay, not in a tight loop (upstream's failedPodsBackoff).
+                let wait = st.failed_backoff.next(&key);
+                st.failed_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), std::time::Instant::now() + wait);
+            }
             if alive.is_empty() && !here.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
-                if failed_here {
-                    // Replace a failed pod after a growing delay, not in a tight loop.
-                    let wait = st.failed_backoff.next(&key);
-                    requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
-                } else {
-                    to_create.push(node_name.to_string());
+                let until = st
+                    .failed_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .copied();
+                match until.map(|u| u.saturating_duration_since(std::time::Instant::now())) {
+                    Some(wait) if !wait.is_zero() => {
+                        requeue = Some(requeue.map_or(wait, |r| r.min(wait)))
+                    }
+                    _ => to_create.push(node_name.to_string()),
                 }
             } else if alive.len() > 1 {
                 // Keep the oldest (preferring the current revision during a surge), delete the rest.
@@ -329,8 +345,13 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
                     to_delete.extend(sorted.into_iter().skip(1));
                 }
             }
-            if !failed_here {
+            // A daemon that made it to Ready starts the backoff over.
+            if alive.iter().any(|p| is_pod_ready(p)) {
                 st.failed_backoff.reset(&key);
+                st.failed_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
             }
         } else if !keep {
             to_delete.extend(

@@ -313,3 +313,50 @@ async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_failed_daemon_is_replaced() {
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = kube::Client::new(server.router.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    nodes
+        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemonset::run(
+        Context::new(client.clone()),
+        shutdown.clone(),
+    ));
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}}
+    }))
+    .unwrap();
+    dss.create(&PostParams::default(), &ds).await.unwrap();
+    eventually("a daemon on n1", || async {
+        live_pods(&pods).await.len() == 1
+    })
+    .await;
+    let first = live_pods(&pods).await.remove(0);
+    let failed = serde_json::json!({"status": {"phase": "Failed"}});
+    pods.patch_status(
+        first.metadata.name.as_deref().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&failed),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the failed daemon is replaced after its backoff",
+        || async {
+            let live = live_pods(&pods).await;
+            live.len() == 1 && live[0].metadata.name != first.metadata.name
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
