@@ -204,6 +204,17 @@ impl SchedulerConfig {
         }
     }
 
+    /// What `skiff server --scheduler-config FILE` / `--scheduler-strategy spread|binpack` ask for: the file,
+    /// the shortcut, or Kubernetes' defaults; both at once is an error.
+    pub fn load(file: Option<&Path>, strategy: Option<&str>) -> Result<Self, ConfigError> {
+        match (file, strategy) {
+            (Some(_), Some(_)) => Err(invalid("--scheduler-config and --scheduler-strategy cannot be used together: set the scoring strategy in the file's NodeResourcesFit pluginConfig")),
+            (Some(f), None) => Self::from_file(f),
+            (None, Some(s)) => Self::from_strategy(s),
+            (None, None) => Ok(Self::default()),
+        }
+    }
+
     /// Reads a KubeSchedulerConfiguration YAML (or JSON) file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
@@ -820,6 +831,21 @@ profiles:
         }
         let missing = SchedulerConfig::from_file("/nonexistent/scheduler.yaml").unwrap_err().to_string();
         assert!(missing.contains("/nonexistent/scheduler.yaml"), "{missing}");
+    }
+
+    #[test]
+    fn load_takes_the_file_or_the_shortcut() {
+        assert_eq!(SchedulerConfig::load(None, None).unwrap(), SchedulerConfig::default());
+        assert_eq!(SchedulerConfig::load(None, Some("binpack")).unwrap(), SchedulerConfig::binpack());
+        let both = SchedulerConfig::load(Some(Path::new("/x.yaml")), Some("spread")).unwrap_err().to_string();
+        assert!(both.contains("cannot be used together"), "{both}");
+        let dir = std::env::temp_dir().join(format!("skiff-scheduler-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(&f, "profiles:\n- schedulerName: only\n").unwrap();
+        let c = SchedulerConfig::load(Some(&f), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.unwrap().profiles[0].scheduler_name, "only");
     }
 
     #[test]
