@@ -766,7 +766,16 @@ fn removing_a_sandbox_leaves_nothing_behind() {
 fn a_tty_container_is_attached_and_resized() {
     // A root long enough that the shim's socket paths exceed the 108-byte limit of unix socket addresses.
     let node = Node::with_root(&format!("agent-{}", "x".repeat(60)));
-    assert!(node.config.root.join("containers").join("0".repeat(32)).join("attach.sock").as_os_str().len() > 108);
+    assert!(
+        node.config
+            .root
+            .join("containers")
+            .join("0".repeat(32))
+            .join("attach.sock")
+            .as_os_str()
+            .len()
+            > 108
+    );
     let (sb, pod) = node.run_pod("tty");
     let mut c = container(
         "tty",
@@ -1019,4 +1028,54 @@ fn a_host_port_reaches_the_pod_through_portmap() {
         }
     };
     assert!(body.starts_with("HTTP/1."), "{body}");
+}
+
+#[test]
+fn sandboxes_are_created_and_removed_concurrently() {
+    let node = Node::new();
+    let pods: Vec<PodSandboxConfig> = (0..4).map(|i| node.pod(&format!("many-{i}"))).collect();
+    let ids: Vec<String> = node.block_on(async {
+        let rt = node.rt();
+        let (a, b, c, d) = tokio::join!(
+            rt.run_pod_sandbox(&pods[0]),
+            rt.run_pod_sandbox(&pods[1]),
+            rt.run_pod_sandbox(&pods[2]),
+            rt.run_pod_sandbox(&pods[3]),
+        );
+        vec![a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()]
+    });
+    let mut ips: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            node.block_on(node.rt().pod_sandbox_status(id))
+                .unwrap()
+                .ip
+                .unwrap()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 4, "{ips:?}");
+    node.block_on(async {
+        let rt = node.rt();
+        let (a, b, c, d) = tokio::join!(
+            rt.remove_pod_sandbox(&ids[0]),
+            rt.remove_pod_sandbox(&ids[1]),
+            rt.remove_pod_sandbox(&ids[2]),
+            rt.remove_pod_sandbox(&ids[3]),
+        );
+        for r in [a, b, c, d] {
+            r.unwrap();
+        }
+    });
+    let cgroups = Cgroups::detect().unwrap();
+    assert_eq!(
+        cgroups.exists_anywhere(&node.config.cgroup_parent),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(mounts_under(node.dir()), Vec::<String>::new());
+    assert_eq!(
+        run("ip", &["-o", "link", "show", "type", "veth"]).trim(),
+        ""
+    );
 }

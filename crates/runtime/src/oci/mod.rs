@@ -116,7 +116,8 @@ pub(crate) struct Inner {
     cni: CniDriver,
     cgroups: Cgroups,
     images: Arc<ImageStore>,
-    /// Serialises sandbox creation and removal (the shared cgroup parent).
+    /// Orders pod cgroup creation against pod cgroup and parent removal (sandbox set-up itself runs
+    /// concurrently).
     lock: Mutex<()>,
 }
 

@@ -219,9 +219,14 @@ impl Inner {
             },
             shm_mounted: false,
         };
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.save_sandbox(&rec)?;
-        match self.set_up_sandbox(&mut rec, config) {
+        // The record and the pod cgroup appear together under the lock, so a concurrent removal of the
+        // last other sandbox cannot prune the cgroup parent under this one.
+        let created = {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.save_sandbox(&rec)?;
+            self.cgroups.create(&rec.cgroup).map_err(sandbox_err)
+        };
+        match created.and_then(|()| self.set_up_sandbox(&mut rec, config)) {
             Ok(()) => Ok(id),
             Err(e) => {
                 tracing::warn!(sandbox = %id, error = %e, "pod sandbox set-up failed, removing it");
@@ -243,7 +248,6 @@ impl Inner {
                 ))
             })?;
         }
-        self.cgroups.create(&rec.cgroup).map_err(sandbox_err)?;
         let kinds = Kinds {
             net: !config.host_network,
             ipc: !config.host_ipc,
@@ -362,7 +366,6 @@ impl Inner {
         for c in self.list_containers(&filter)? {
             self.remove_container(&c.id)?;
         }
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let rec = self.load_sandbox(id).unwrap_or(rec);
         self.tear_down_sandbox(&rec)?;
         if !rec.log_directory.as_os_str().is_empty() && rec.log_directory.is_dir() {
@@ -399,6 +402,7 @@ impl Inner {
         {
             first.get_or_insert(other(e));
         }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let shared = store::ids(&self.sandboxes_dir(), store::SANDBOX_FILE)
             .into_iter()
             .filter(|other_id| *other_id != rec.id)
