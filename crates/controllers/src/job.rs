@@ -764,7 +764,8 @@ async fn sync_job(
                 .await;
             }
         } else {
-            requeue = Some(Duration::from_secs(1));
+            // Pod deletions wake the Job up; this only backs that up.
+            requeue = Some(Duration::from_secs(10));
         }
     } else if suspended {
         // 4b. Suspended: no pods run.
