@@ -252,6 +252,9 @@ fn a_container_prints_to_its_cri_log_and_its_exit_code_is_recorded() {
     let mut pod = node.pod("printer");
     pod.sysctls = vec![("net.ipv4.ip_unprivileged_port_start".into(), "81".into())];
     let sb = node.block_on(node.rt().run_pod_sandbox(&pod)).unwrap();
+    let v = node.block_on(node.rt().version()).unwrap();
+    assert_eq!(v.runtime_name, "skiff");
+    assert!(v.runtime_version.contains("(runc 1."), "{v:?}");
     let st = node.block_on(node.rt().pod_sandbox_status(&sb)).unwrap();
     assert_eq!(st.state, SandboxState::Ready);
     let ip = st.ip.expect("the pod has an IP");
