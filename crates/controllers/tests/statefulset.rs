@@ -304,3 +304,68 @@ async fn partitioned_rolling_update_goes_from_the_highest_ordinal_down() {
     assert_ne!(h.revision_of("db-0").await, old);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn on_delete_updates_only_deleted_pods_and_scaled_claims_can_go() {
+    let h = Harness::start().await;
+    let extra = serde_json::json!({
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "OnDelete"},
+        "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete", "whenDeleted": "Retain"},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+    });
+    h.create("od", 2, extra).await;
+    eventually("both pods exist", || async {
+        h.names("od").await.len() == 2
+    })
+    .await;
+    h.ready_all("od").await;
+    let old = h.revision_of("od-0").await;
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}});
+    h.sets
+        .patch("od", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    eventually("the new revision is recorded", || async {
+        let s = h.sets.get("od").await.unwrap().status.unwrap_or_default();
+        s.update_revision.is_some() && s.update_revision.as_deref() != Some(old.as_str())
+    })
+    .await;
+    assert_eq!(
+        h.revision_of("od-1").await,
+        old,
+        "OnDelete leaves running pods alone"
+    );
+    h.pods.delete("od-1", &Default::default()).await.unwrap();
+    eventually("od-1 comes back on the new revision", || async {
+        h.pods
+            .get("od-1")
+            .await
+            .is_ok_and(|p| p.metadata.labels.unwrap()[REVISION_HASH_LABEL] != old)
+    })
+    .await;
+    assert_eq!(h.revision_of("od-0").await, old);
+
+    h.sets
+        .patch(
+            "od",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually("od-1 and its claim are gone", || async {
+        let claims: Vec<String> = h
+            .pvcs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        h.names("od").await == ["od-0"] && claims == ["data-od-0"]
+    })
+    .await;
+    h.stop().await;
+}
