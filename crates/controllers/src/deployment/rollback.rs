@@ -72,3 +72,60 @@ pub async fn auto_rollback(state: &State, d: &mut Deployment, sets: &[ReplicaSet
     *d = written;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, ReplicaSetSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn template(image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), image: Some(image.into()), ..Default::default() }], ..Default::default() }),
+        }
+    }
+
+    fn rs(name: &str, revision: i64, image: &str) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some([(REVISION.to_string(), revision.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec { template: Some(template(image)), ..Default::default() }),
+            status: None,
+        }
+    }
+
+    fn timed_out_deploy(image: &str, annotations: &[(&str, &str)]) -> Deployment {
+        let mut status = DeploymentStatus::default();
+        set_condition(&mut status, new_condition("Progressing", "False", TIMED_OUT, "x".into(), jiff::Timestamp::now()));
+        Deployment {
+            metadata: ObjectMeta {
+                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec { template: template(image), ..Default::default() }),
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn rolls_back_only_when_opted_in_and_timed_out() {
+        let sets = vec![rs("v1", 1, "a"), rs("v2", 2, "b"), rs("v3", 3, "c")];
+        let d = timed_out_deploy("c", &[(AUTO_ROLLBACK, "true")]);
+        let (failed, prev) = rollback_target(&d, &sets).unwrap();
+        assert_eq!((failed.metadata.name.as_deref(), prev.metadata.name.as_deref()), (Some("v3"), Some("v2")));
+        // Not opted in.
+        assert!(rollback_target(&timed_out_deploy("c", &[]), &sets).is_none());
+        // Never away from the set an automatic rollback went to (no flapping between two bad revisions).
+        let d = timed_out_deploy("c", &[(AUTO_ROLLBACK, "true"), (AUTO_ROLLED_BACK_TO, "v3")]);
+        assert!(rollback_target(&d, &sets).is_none());
+        // Still progressing: nothing to do.
+        let mut d = timed_out_deploy("c", &[(AUTO_ROLLBACK, "true")]);
+        d.status = Some(DeploymentStatus::default());
+        assert!(rollback_target(&d, &sets).is_none());
+    }
+}
