@@ -37,7 +37,8 @@ pub struct ControllerManagerConfig {
 
 /// Starts every controller as `system:kube-controller-manager`.
 pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
-    use skiff_controllers::{context::Context, node_ipam, node_lifecycle, serviceaccount};
+    use skiff_controllers::context::Context;
+    use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
     let client = in_process_client(router, "system:kube-controller-manager", &[]);
     let ctx = Context::new(client);
     let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
@@ -46,6 +47,13 @@ pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig
         spawn("node-ipam", node_ipam::run(ctx.clone(), ipam, shutdown.clone())),
         spawn("node-lifecycle", node_lifecycle::run(ctx.clone(), lifecycle, shutdown.clone())),
         spawn("serviceaccount", serviceaccount::run(ctx.clone(), shutdown.clone())),
-        spawn("garbage-collector", skiff_controllers::garbage_collector::run(ctx.clone(), shutdown.clone())),
+        spawn("garbage-collector", garbage_collector::run(ctx.clone(), shutdown.clone())),
+        spawn("replicaset", replicaset::run(ctx.clone(), shutdown.clone())),
+        spawn("deployment", deployment::run(ctx.clone(), shutdown.clone())),
+        spawn("statefulset", statefulset::run(ctx.clone(), shutdown.clone())),
+        spawn("daemonset", daemonset::run(ctx.clone(), shutdown.clone())),
+        spawn("job", job::run(ctx.clone(), shutdown.clone())),
+        spawn("cronjob", cronjob::run(ctx.clone(), shutdown.clone())),
+        spawn("podgc", podgc::run(ctx.clone(), shutdown.clone())),
     ]
 }

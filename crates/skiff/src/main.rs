@@ -1,8 +1,10 @@
 //! `skiff`: the command line. `skiff server` runs the control plane; more roles come with their issues.
 
+mod agent;
 mod components;
 mod image;
 mod join;
+mod node;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -25,13 +27,8 @@ enum Command {
     },
     /// The node's images: import archives, list, remove, pull (`<data-dir>/agent/images`).
     Image(image::ImageArgs),
-    /// Join a node to a server (not available yet: it comes with the node agent).
-    Agent {
-        #[arg(long)]
-        server: Option<String>,
-        #[arg(long)]
-        token: Option<String>,
-    },
+    /// Join this machine to a server as a node and run its pods.
+    Agent(Box<agent::AgentArgs>),
     /// The per-container shim the node agent starts (internal: `skiff shim --id ... --bundle ...`).
     #[command(hide = true)]
     Shim {
@@ -75,8 +72,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(args) => image::run(args),
-        Command::Agent { .. } => {
-            anyhow::bail!("`skiff agent` is not available yet: the node agent has not been built")
+        Command::Agent(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(agent::run(*args))
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures::TryFutureExt;
 use clap::Args;
 use skiff_registry::{Encryptor, Ipv4Cidr, Registry, RegistryConfig};
 use skiff_store::Backend;
@@ -24,12 +25,8 @@ pub struct ServerArgs {
     /// Address the API listens on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
-    /// This node's IP address (default: the address of the default route's interface).
-    #[arg(long)]
-    pub node_ip: Option<IpAddr>,
-    /// This node's name (default: the hostname).
-    #[arg(long)]
-    pub node_name: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node::NodeArgs,
     /// Pod network range.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -48,6 +45,12 @@ pub struct ServerArgs {
     /// How long a node may stay silent before it is marked Unknown and tainted unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
+    /// Scheduler profiles, a KubeSchedulerConfiguration-style YAML file.
+    #[arg(long, conflicts_with = "scheduler_strategy")]
+    pub scheduler_config: Option<PathBuf>,
+    /// Placement shortcut: `spread` (LeastAllocated, Kubernetes' default) or `binpack` (MostAllocated).
+    #[arg(long, value_parser = ["spread", "binpack"])]
+    pub scheduler_strategy: Option<String>,
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
@@ -67,21 +70,6 @@ pub struct ServerArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long)]
     pub tls_san: Vec<String>,
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
-}
-
-/// The address of the interface that the default route uses, found without sending anything.
-fn default_ip() -> IpAddr {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("192.0.2.1:9")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 /// A duration such as `40s`, `5m`, `1h30m` or `500ms`.
@@ -107,8 +95,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let service_cidr: Ipv4Cidr = args.service_cidr.parse().map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
     let node_port_range = parse_port_range(&args.service_node_port_range)?;
-    let node_ip = args.node_ip.unwrap_or_else(default_ip);
-    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let node_ip = args.node.node_ip.unwrap_or_else(crate::node::default_ip);
+    let node_name = args.node.node_name.clone().unwrap_or_else(crate::node::hostname);
     let data = &args.data_dir;
     let tls_dir = data.join("server").join("tls");
     std::fs::create_dir_all(&tls_dir).with_context(|| format!("failed to create {}", tls_dir.display()))?;
@@ -120,7 +108,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !args.bind_address.is_unspecified() {
         ips.push(args.bind_address);
     }
-    let mut sans = skiff_pki::apiserver_sans(&args.cluster_domain, &hostname(), &ips, IpAddr::V4(service_ip));
+    let mut sans = skiff_pki::apiserver_sans(&args.cluster_domain, &crate::node::hostname(), &ips, IpAddr::V4(service_ip));
     sans.extend(args.tls_san.iter().cloned());
     if !sans.contains(&node_name) {
         sans.push(node_name.clone());
@@ -155,8 +143,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let schemas = Arc::new(skiff_api::openapi::Schemas::load());
     let protobuf = Arc::new(skiff_api::protobuf::ProtobufDecoder::load()?);
+    // The API server's identity towards kubelets (for logs, exec, attach, port-forward).
+    let kubelet_client = ca.issue_client(&tls_dir, "client-kube-apiserver-kubelet", "kube-apiserver-kubelet-client", &[skiff_pki::ADMIN_GROUP.to_string()])?;
     let config = skiff_apiserver::Config {
         advertise_address: format!("{node_ip}:{}", args.https_listen_port),
+        kubelet_client: Some(skiff_apiserver::KubeletClientConfig {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem: kubelet_client.read_cert_pem()?,
+            key_pem: kubelet_client.read_key_pem()?,
+        }),
         ..Default::default()
     };
     let api = skiff_apiserver::ApiServer::new(config, registry.clone(), schemas, protobuf, shutdown.clone());
@@ -170,11 +165,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))?;
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), node = %node_name, elapsed_ms = started.elapsed().as_millis() as u64, "skiff server is serving");
-    if args.disable_agent {
-        tracing::info!("--disable-agent: no node agent on this server");
-    } else {
-        tracing::warn!("the node agent is not built yet; this server runs the control plane only");
-    }
 
     let compactor = tokio::spawn(compact_history(backend.clone(), shutdown.clone()));
     let trimmer = tokio::spawn(release_memory_periodically(shutdown.clone()));
@@ -184,7 +174,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         node_cidr_mask: args.node_cidr_mask_size,
         node_monitor_grace_period: args.node_monitor_grace_period,
     };
+    let scheduler = match (&args.scheduler_config, args.scheduler_strategy.as_deref()) {
+        (Some(path), _) => skiff_scheduler::config::SchedulerConfig::from_file(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
+        (None, Some("binpack")) => skiff_scheduler::config::SchedulerConfig::binpack(),
+        (None, _) => skiff_scheduler::config::SchedulerConfig::spread(),
+    };
     let mut components = crate::components::start_controllers(&api_router, &controllers, &shutdown);
+    let scheduler_client = crate::components::in_process_client(&api_router, "system:kube-scheduler", &[]);
+    components.push(crate::components::spawn("scheduler", skiff_scheduler::run(scheduler, scheduler_client, shutdown.clone())));
+    if args.disable_agent {
+        tracing::info!("--disable-agent: no node agent on this server");
+    } else {
+        let settings = local_node_settings(&args, &ca, &node_name, node_ip)?;
+        let client = crate::components::in_process_client(&api_router, &format!("system:node:{node_name}"), &["system:nodes"]);
+        components.push(crate::components::spawn("node", crate::node::run(settings, client, shutdown.clone()).map_err(|e| format!("{e:#}"))));
+    }
     let router = join.routes().merge(api_router);
     let serving_task = tokio::spawn(skiff_apiserver::tls::serve(listener, tls, router, shutdown.clone()));
 
@@ -199,6 +203,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = trimmer.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The local agent's settings: it shares the server's data dir and gets its kubelet serving certificate
+/// straight from the CA.
+fn local_node_settings(args: &ServerArgs, ca: &skiff_pki::Ca, node_name: &str, node_ip: IpAddr) -> anyhow::Result<crate::node::NodeSettings> {
+    let tls_dir = args.data_dir.join("agent").join("tls");
+    let mut sans = vec![node_name.to_string(), node_ip.to_string(), "127.0.0.1".to_string()];
+    let host = crate::node::hostname();
+    if !sans.contains(&host) {
+        sans.push(host);
+    }
+    let serving = ca.issue_serving(&tls_dir, "serving-kubelet", &sans)?;
+    Ok(crate::node::NodeSettings {
+        data_dir: args.data_dir.clone(),
+        node_name: node_name.to_string(),
+        node_ip,
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain.clone(),
+        labels: crate::node::parse_labels(&args.node.node_labels)?,
+        taints: crate::node::parse_taints(&args.node.node_taints)?,
+        kubelet_port: args.node.kubelet_port,
+        registries: args.node.private_registry.clone(),
+        pod_bridge: args.node.pod_bridge.clone(),
+        serving_cert: serving.cert,
+        serving_key: serving.key,
+        client_ca: ca.paths().cert.clone(),
+    })
 }
 
 /// Keeps about five minutes of history, as kube-apiserver's compaction interval does.
@@ -229,7 +260,7 @@ async fn release_memory_periodically(shutdown: CancellationToken) {
     }
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handlers install");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
