@@ -21,7 +21,8 @@ use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::job::{Clock, condition, publish};
+use crate::controller_utils::object_reference;
+use crate::job::{Clock, condition, publish, publish_related};
 use crate::pod_util::{controller_ref, is_controlled_by};
 use schedule::Schedule;
 
@@ -277,9 +278,10 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
         let in_active = active.iter().any(|r| r.uid == job.metadata.uid);
         let finished = finished_type(job);
         if !in_active && finished.is_none() {
-            publish(
+            publish_related(
                 &st.recorder,
                 &cj,
+                object_reference(job),
                 EventType::Warning,
                 "UnexpectedJob",
                 format!(
@@ -291,9 +293,10 @@ async fn reconcile(cached: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error
             // Upstream keeps such jobs out of the active list too; it does not adopt them here.
         } else if in_active && let Some(cond) = finished {
             active.retain(|r| r.uid != job.metadata.uid);
-            publish(
+            publish_related(
                 &st.recorder,
                 &cj,
+                object_reference(job),
                 EventType::Normal,
                 "SawCompletedJob",
                 format!("Saw completed job: {}, condition: {cond}", job.name_any()),
@@ -487,9 +490,10 @@ async fn schedule_next(
             let jname = r.name.clone().unwrap_or_default();
             match jobs_api.delete(&jname, &DeleteParams::background()).await {
                 Ok(_) => {
-                    publish(
+                    publish_related(
                         &st.recorder,
                         &*cj,
+                        r.clone(),
                         EventType::Normal,
                         "SuccessfulDelete",
                         format!("Deleted job {jname}"),
@@ -535,9 +539,10 @@ async fn schedule_next(
             return Err(e.into());
         }
     };
-    publish(
+    publish_related(
         &st.recorder,
         &*cj,
+        object_reference(&created),
         EventType::Normal,
         "SuccessfulCreate",
         format!("Created job {}", created.name_any()),
@@ -594,9 +599,10 @@ async fn cleanup_finished_jobs(
                 .await
             {
                 Ok(_) => {
-                    publish(
+                    publish_related(
                         &st.recorder,
                         cj,
+                        object_reference(*job),
                         EventType::Normal,
                         "SuccessfulDelete",
                         format!("Deleted job {}", job.name_any()),

@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
+use crate::controller_utils::object_reference;
 use crate::controller_utils::{Backoff, pod_from_template};
-use crate::job::{Clock, claim_pods, publish, selector_params, system_clock};
+use crate::job::{Clock, claim_pods, publish, publish_related, selector_params, system_clock};
 use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The deprecated label with the DaemonSet generation a pod was made from.
@@ -298,9 +299,10 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
                         "Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it",
                         pod.name_any()
                     );
-                    publish(
+                    publish_related(
                         &st.recorder,
                         &ds,
+                        object_reference(*pod),
                         EventType::Warning,
                         "FailedDaemonPod",
                         msg,
@@ -435,9 +437,10 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
             .await
         {
             Ok(_) => {
-                publish(
+                publish_related(
                     &st.recorder,
                     &ds,
+                    object_reference(*pod),
                     EventType::Normal,
                     "SuccessfulDelete",
                     format!("Deleted pod: {}", pod.name_any()),
@@ -452,9 +455,10 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         let pod = new_pod(&ds, node, &hash);
         match pods_api.create(&PostParams::default(), &pod).await {
             Ok(p) => {
-                publish(
+                publish_related(
                     &st.recorder,
                     &ds,
+                    object_reference(&p),
                     EventType::Normal,
                     "SuccessfulCreate",
                     format!("Created pod: {}", p.name_any()),

@@ -214,6 +214,27 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     record_event(recorder, &object_reference(obj), type_, reason, note).await;
 }
 
+/// Publishes an event about `obj` that also names `related` (the pod or Job it concerns), so the recorder
+/// keeps one series per related object as upstream's messages do.
+pub(crate) async fn publish_related<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    related: k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    crate::controller_utils::record_event_related(
+        recorder,
+        &object_reference(obj),
+        Some(related),
+        type_,
+        reason,
+        note,
+    )
+    .await;
+}
+
 /// List parameters for a label selector; an empty selector selects nothing (upstream's rule for controllers).
 pub(crate) fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<ListParams>, String> {
     let Some(sel) = sel else { return Ok(None) };
@@ -1077,9 +1098,10 @@ async fn delete_pod(st: &State, pods_api: &Api<Pod>, job: &Job, pod: &Pod) -> Re
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    publish(
+    publish_related(
         &st.recorder,
         job,
+        object_reference(pod),
         EventType::Normal,
         "SuccessfulDelete",
         format!("Deleted pod: {}", pod.name_any()),
@@ -1192,9 +1214,10 @@ async fn create_pod(
     }
     match pods_api.create(&PostParams::default(), &pod).await {
         Ok(created) => {
-            publish(
+            publish_related(
                 &st.recorder,
                 job,
+                object_reference(&created),
                 EventType::Normal,
                 "SuccessfulCreate",
                 format!("Created pod: {}", created.name_any()),

@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
+use crate::controller_utils::object_reference;
 use crate::controller_utils::pod_from_template;
-use crate::job::{Clock, claim_pods, publish, selector_params, system_clock};
+use crate::job::{Clock, claim_pods, publish, publish_related, selector_params, system_clock};
 use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The label with a StatefulSet pod's name.
@@ -360,9 +361,10 @@ async fn reconcile(cached: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, E
                             "create Pod {} in StatefulSet {name} successful",
                             pod.name_any()
                         );
-                        publish(
+                        publish_related(
                             &st.recorder,
                             &set,
+                            object_reference(&pod),
                             EventType::Normal,
                             "SuccessfulCreate",
                             msg,
@@ -533,9 +535,10 @@ async fn create_claims(
                     set.name_any(),
                     set.name_any()
                 );
-                publish(
+                publish_related(
                     &st.recorder,
                     set,
+                    object_reference(&claim),
                     EventType::Normal,
                     "SuccessfulCreate",
                     msg,
@@ -573,9 +576,10 @@ async fn delete_pod(
                 pod.name_any(),
                 set.name_any()
             );
-            publish(
+            publish_related(
                 &st.recorder,
                 set,
+                object_reference(pod),
                 EventType::Normal,
                 "SuccessfulDelete",
                 msg,

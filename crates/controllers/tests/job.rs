@@ -178,6 +178,21 @@ async fn completions_with_parallelism_complete_the_job() {
             .all(|p| p.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())),
         "finalizers are removed once counted"
     );
+    // One SuccessfulCreate event per pod (not folded into one series), and the Completed event.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(h.jobs.clone().into_client(), "default");
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let about_pi = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pi")
+            })
+            .count()
+    };
+    assert_eq!(about_pi("SuccessfulCreate"), 3);
+    assert_eq!(about_pi("Completed"), 1);
     h.stop().await;
 }
 
