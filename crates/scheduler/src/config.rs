@@ -81,6 +81,7 @@ pub struct Profile {
     pub default_constraints: Vec<DefaultConstraint>,
     pub system_defaulted_constraints: bool,
     pub hard_pod_affinity_weight: i64,
+    pub ignore_preferred_terms_of_existing_pods: bool,
     /// Overrides the global `percentageOfNodesToScore`.
     pub percentage_of_nodes_to_score: Option<u32>,
 }
@@ -98,6 +99,7 @@ impl Profile {
             default_constraints: system_default_constraints(),
             system_defaulted_constraints: true,
             hard_pod_affinity_weight: 1,
+            ignore_preferred_terms_of_existing_pods: false,
             percentage_of_nodes_to_score: None,
         }
     }
@@ -115,7 +117,10 @@ impl Profile {
                 default_constraints: self.default_constraints.clone(),
                 system_defaulted: self.system_defaulted_constraints,
             }),
-            "InterPodAffinity" => Arc::new(InterPodAffinity { hard_pod_affinity_weight: self.hard_pod_affinity_weight }),
+            "InterPodAffinity" => Arc::new(InterPodAffinity {
+                hard_pod_affinity_weight: self.hard_pod_affinity_weight,
+                ignore_preferred_terms_of_existing_pods: self.ignore_preferred_terms_of_existing_pods,
+            }),
             "NodeResourcesBalancedAllocation" => {
                 Arc::new(NodeResourcesBalancedAllocation { resources: self.balanced_resources.clone() })
             }
@@ -578,6 +583,11 @@ impl FileProfile {
             match pc.name.as_str() {
                 "NodeResourcesFit" => {
                     let a: NodeResourcesFitArgs = serde_json::from_value(args).map_err(bad)?;
+                    if a.ignored_resources.as_ref().is_some_and(|v| !v.is_empty())
+                        || a.ignored_resource_groups.as_ref().is_some_and(|v| !v.is_empty())
+                    {
+                        return Err(invalid(format!("{f}.args: ignoredResources and ignoredResourceGroups are not supported yet")));
+                    }
                     if let Some(s) = a.scoring_strategy {
                         p.scoring_strategy = scoring_strategy(s, &format!("{f}.args.scoringStrategy"))?;
                     }
@@ -618,6 +628,9 @@ impl FileProfile {
                         }
                         p.hard_pod_affinity_weight = w;
                     }
+                    if let Some(i) = a.ignore_preferred_terms_of_existing_pods {
+                        p.ignore_preferred_terms_of_existing_pods = i;
+                    }
                 }
                 "NodeResourcesBalancedAllocation" => {
                     let a: BalancedAllocationArgs = serde_json::from_value(args).map_err(bad)?;
@@ -625,7 +638,17 @@ impl FileProfile {
                         p.balanced_resources = resources(r, &format!("{f}.args.resources"))?;
                     }
                 }
-                "DefaultPreemption" | "NodeAffinity" | "VolumeBinding" => {}
+                "DefaultPreemption" | "NodeAffinity" | "VolumeBinding" => {
+                    // Their arguments (candidate node counts, addedAffinity, bind timeouts) are not implemented:
+                    // refuse them rather than ignore them.
+                    let set: Vec<&String> = args
+                        .as_object()
+                        .map(|m| m.keys().filter(|k| !matches!(k.as_str(), "apiVersion" | "kind")).collect())
+                        .unwrap_or_default();
+                    if !set.is_empty() {
+                        return Err(invalid(format!("{f}.args: {} arguments are not supported yet: {set:?}", pc.name)));
+                    }
+                }
                 other => return Err(invalid(format!("{f}.name: unknown plugin {other:?}"))),
             }
         }
@@ -822,6 +845,7 @@ profiles:
             ("percentageOfNodesToScore: 101\n", "percentageOfNodesToScore"),
             ("profilez: []\n", "profilez"),
             ("apiVersion: kubescheduler.config.k8s.io/v1beta3\n", "apiVersion"),
+            ("profiles:\n- pluginConfig:\n  - name: NodeAffinity\n    args:\n      addedAffinity: {}\n", "NodeAffinity arguments are not supported yet"),
             ("leaderElection:\n  leaseDuration: soon\n", "leaderElection.leaseDuration"),
             ("profiles:\n- plugins:\n    score:\n      enabled:\n      - name: NodeAffinity\n        weight: 1000\n", "weight"),
         ];

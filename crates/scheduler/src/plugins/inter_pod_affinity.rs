@@ -18,11 +18,13 @@ const SCORE_KEY: &str = "InterPodAffinity/score";
 pub struct InterPodAffinity {
     /// Weight of running pods' required affinity terms that the incoming pod matches (`hardPodAffinityWeight`).
     pub hard_pod_affinity_weight: i64,
+    /// Score only by the incoming pod's preferred terms (`ignorePreferredTermsOfExistingPods`).
+    pub ignore_preferred_terms_of_existing_pods: bool,
 }
 
 impl Default for InterPodAffinity {
     fn default() -> Self {
-        InterPodAffinity { hard_pod_affinity_weight: 1 }
+        InterPodAffinity { hard_pod_affinity_weight: 1, ignore_preferred_terms_of_existing_pods: false }
     }
 }
 
@@ -222,6 +224,9 @@ impl Plugin for InterPodAffinity {
                         }
                     }
                 }
+                if self.ignore_preferred_terms_of_existing_pods {
+                    continue;
+                }
                 for t in &e.preferred_affinity {
                     if t.matches(pod, &ns) {
                         add(node, &t.topology_key, t.weight as i64);
@@ -372,5 +377,7 @@ mod tests {
         let repel = [PodBuilder::new("e").preferred_pod_anti_affinity(10, &[("app", "x")], LABEL_ZONE).node("a1").build()];
         let x = PodBuilder::new("p").label("app", "x").build();
         assert_eq!(score_all(&InterPodAffinity::default(), &x, &nodes(), &repel), vec![0, 0, 100]);
+        let ignoring = InterPodAffinity { ignore_preferred_terms_of_existing_pods: true, ..Default::default() };
+        assert_eq!(score_all(&ignoring, &x, &nodes(), &repel), vec![0, 0, 0]);
     }
 }
