@@ -4,6 +4,7 @@ mod agent;
 mod components;
 mod image;
 mod join;
+mod killall;
 mod node;
 mod server;
 
@@ -27,6 +28,11 @@ enum Command {
     },
     /// The node's images: import archives, list, remove, pull (`<data-dir>/agent/images`).
     Image(image::ImageArgs),
+    /// Stop and remove every pod a node agent left under the data dir (stop the agent or server first).
+    Killall {
+        #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+    },
     /// Join this machine to a server as a node and run its pods.
     Agent(Box<agent::AgentArgs>),
     /// The per-container shim the node agent starts (internal: `skiff shim --id ... --bundle ...`).
@@ -72,6 +78,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(args) => image::run(args),
+        Command::Killall { data_dir } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(killall::run(&data_dir))
+        }
         Command::Agent(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(agent::run(*args))
