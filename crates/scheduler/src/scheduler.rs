@@ -187,7 +187,7 @@ pub async fn run_scheduler(config: SchedulerConfig, client: Client, shutdown: Ca
             l.stats.cycles += 1;
             l.stats.cycle_time += t.elapsed();
             cycles_since_yield += 1;
-            if cycles_since_yield >= 64 {
+            if cycles_since_yield >= 16 {
                 cycles_since_yield = 0;
                 tokio::task::yield_now().await;
             }
