@@ -367,3 +367,31 @@ async fn a_binding_for_an_older_pod_with_the_same_name_is_refused() {
     assert_eq!(pods.get("p").await.unwrap().spec.unwrap().node_name.as_deref(), Some("n1"));
     server.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn an_expired_lease_of_a_dead_holder_is_taken_over() {
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = Client::new(server.router.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let ghost: Lease = serde_json::from_value(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kube-scheduler", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 1, "leaseTransitions": 4,
+                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}}))
+    .unwrap();
+    leases.create(&PostParams::default(), &ghost).await.unwrap();
+    let mut config = SchedulerConfig::default();
+    config.leader_election.identity = Some("a".into());
+    config.leader_election.retry_period = Duration::from_millis(200);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(skiff_scheduler::run(config, client.clone(), stop.clone()));
+    let held = |p: Option<&Lease>| p.and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.as_deref()) == Some("a");
+    let lease = bounded("a to take the lease over", await_condition(leases.clone(), "kube-scheduler", held)).await.unwrap().unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!((spec.lease_transitions, spec.lease_duration_seconds), (Some(5), Some(15)));
+    stop.cancel();
+    bounded("the scheduler to stop", task).await.unwrap().unwrap();
+    let released = leases.get("kube-scheduler").await.unwrap().spec.unwrap();
+    assert_eq!(released.holder_identity, None, "the lease is released on shutdown");
+    server.shutdown.cancel();
+}
