@@ -842,6 +842,10 @@ async fn sync_job(
             .filter(|p| is_pod_ready(p) && p.metadata.deletion_timestamp.is_none())
             .count() as i32,
     );
+    if active_count == 0 {
+        // Every active pod was just deleted (finishing or suspended).
+        status.ready = Some(0);
+    }
     status.terminating = Some(terminating as i32);
     if status != old_status || newly {
         write_status(jobs, &job, &status).await?;
