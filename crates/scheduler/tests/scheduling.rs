@@ -395,3 +395,24 @@ async fn an_expired_lease_of_a_dead_holder_is_taken_over() {
     assert_eq!(released.holder_identity, None, "the lease is released on shutdown");
     server.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_pod_waits_for_its_claim_and_is_placed_once_the_claim_is_bound() {
+    let c = Cluster::start(no_election(SchedulerConfig::default())).await;
+    c.node(NodeBuilder::new("n1").build()).await;
+    c.pod(PodBuilder::new("db").pvc("data").build()).await;
+    let msg = c.unschedulable("db").await;
+    assert_eq!(
+        msg,
+        "0/1 nodes are available: persistentvolumeclaim \"data\" not found. \
+         preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.."
+    );
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::default_namespaced(c.client.clone());
+    let pvc = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "volumeName": "pv-data"}}))
+    .unwrap();
+    claims.create(&PostParams::default(), &pvc).await.expect("claim created");
+    assert_eq!(c.bound("db").await, "n1");
+    c.stop().await;
+}
