@@ -25,6 +25,26 @@ pub fn require_environment() {
     );
 }
 
+/// Fails with the reason when this machine cannot run real containers (never a silent skip).
+pub fn require_node_environment() {
+    require_environment();
+    assert!(unsafe_is_root(), "node e2e tests run real containers and need root (CI runs them as root)");
+    for (tool, package) in [("runc", "runc"), ("ip", "iproute2"), ("busybox", "busybox-static")] {
+        assert!(
+            Command::new(tool).arg("--help").output().is_ok(),
+            "node e2e tests need {tool}: apt-get install {package} (scripts/install-deps.sh does)"
+        );
+    }
+    assert!(Path::new("/usr/lib/cni/bridge").exists(), "node e2e tests need the CNI plugins: apt-get install containernetworking-plugins");
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -32,6 +52,10 @@ fn free_port() -> u16 {
 /// A running `skiff server`.
 pub struct Server {
     pub child: Child,
+    /// Flags every start of this server gets (control plane only, or the local agent's settings).
+    base: Vec<String>,
+    /// Whether the server runs its local agent (then dropping it also removes its pods with `skiff killall`).
+    pub agent: bool,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub kubeconfig: PathBuf,
@@ -44,11 +68,57 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_configured(vec!["--disable-agent".into()], false, extra)
+    }
+
+    /// A server with its local node agent: real runc containers and CNI networking, so it needs root and
+    /// the packages of scripts/install-deps.sh. The busybox test image (`docker.io/library/busybox:test`,
+    /// from Debian's busybox-static) is imported before start. Bridge, pod CIDR and kubelet port are
+    /// unique to this server so that two can run at once.
+    pub fn start_node() -> Server {
+        Self::start_node_with(&[])
+    }
+
+    pub fn start_node_with(extra: &[&str]) -> Server {
+        require_node_environment();
+        let port = free_port();
+        let kubelet_port = free_port();
+        let base = vec![
+            "--node-name".to_string(),
+            format!("node-{port}"),
+            "--kubelet-port".into(),
+            kubelet_port.to_string(),
+            "--pod-bridge".into(),
+            format!("sk{port}"),
+            "--cluster-cidr".into(),
+            format!("10.{}.0.0/16", 100 + port % 150),
+        ];
+        Self::start_in(tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap(), port, base, true, extra)
+    }
+
+    fn start_configured(base: Vec<String>, agent: bool, extra: &[&str]) -> Server {
         require_environment();
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
-        let port = free_port();
+        Self::start_in(dir, free_port(), base, agent, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, base: Vec<String>, agent: bool, extra: &[&str]) -> Server {
+        if agent {
+            let image = skiff_runtime::testing::busybox_image(&dir.path().join("test-image")).expect("the busybox test image builds");
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .args(["image", "import", "--data-dir"])
+                .arg(dir.path())
+                .arg(&image.docker_archive)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "skiff image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
         let mut server = Server {
-            child: spawn_server(dir.path(), port, extra),
+            child: spawn_server(dir.path(), port, &args),
+            base,
+            agent,
             kubeconfig: dir.path().join("kubeconfig.yaml"),
             log: dir.path().join("server.log"),
             dir,
@@ -92,7 +162,9 @@ impl Server {
     }
 
     pub fn restart(&mut self, extra: &[&str]) {
-        self.child = spawn_server(self.dir.path(), self.port, extra);
+        let mut args: Vec<&str> = self.base.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        self.child = spawn_server(self.dir.path(), self.port, &args);
         self.wait_ready();
     }
 
@@ -200,7 +272,6 @@ fn spawn_server(dir: &Path, port: u16, extra: &[&str]) -> Child {
         .arg("127.0.0.1")
         .arg("--node-ip")
         .arg("127.0.0.1")
-        .arg("--disable-agent")
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -218,6 +289,15 @@ impl Drop for Server {
         if self.child.try_wait().ok().flatten().is_none() {
             unsafe_kill(self.child.id(), "KILL");
             let _ = self.child.wait();
+        }
+        if self.agent {
+            // Containers outlive the agent by design: remove them, their netns, mounts and cgroups.
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff")).arg("killall").arg("--data-dir").arg(self.dir.path()).output();
+            if let Ok(o) = out
+                && !o.status.success()
+            {
+                eprintln!("skiff killall failed: {}", String::from_utf8_lossy(&o.stderr));
+            }
         }
     }
 }
