@@ -90,7 +90,7 @@ pub async fn list_revisions(
     selector: Option<&LabelSelector>,
     owner_uid: &str,
 ) -> Result<Vec<ControllerRevision>, kube::Error> {
-    let Ok(Some(lp)) = crate::job::selector_params(selector) else {
+    let Ok(Some(lp)) = crate::controller_utils::selector_params(selector) else {
         return Ok(Vec::new());
     };
     let mut revs: Vec<ControllerRevision> = api

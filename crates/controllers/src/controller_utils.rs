@@ -1,16 +1,19 @@
 //! Helpers the workload controllers share (upstream's `controller_utils.go`): pods from a template with a
-//! controller reference, creation/deletion expectations, slow-start batches, selectors and events.
+//! controller reference, creation/deletion expectations, slow-start batches, selectors, claiming, finalizers,
+//! int-or-percent values, the clock and events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::api::{Api, PostParams};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
 
 /// How long an expectation is waited for before the controller acts anyway (upstream's `ExpectationsTimeout`).
 pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -99,6 +102,14 @@ impl Expectations {
     pub fn forget(&self, owner_key: &str) {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(owner_key);
     }
+}
+
+/// What the controllers read the time from; tests give a clock they move by hand.
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(jiff::Timestamp::now)
 }
 
 /// `namespace/name` of an object, the key expectations are kept under.
@@ -203,6 +214,34 @@ pub fn selector_is_empty(selector: Option<&LabelSelector>) -> bool {
     })
 }
 
+/// List parameters for a label selector; an empty selector selects nothing (upstream's rule for controllers).
+pub fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<ListParams>, String> {
+    let Some(sel) = sel else { return Ok(None) };
+    if selector_is_empty(Some(sel)) {
+        return Ok(None);
+    }
+    let selector = Selector::try_from(sel.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(ListParams::default().labels_from(&selector)))
+}
+
+/// Upstream's `GetScaledValueFromIntOrPercent`: an integer as it is, a percentage of `total` rounded up or
+/// down; a missing value is `default` (itself an integer or a percentage).
+pub fn scaled_value(v: Option<&IntOrString>, total: i32, round_up: bool, default: &str) -> i32 {
+    match v {
+        Some(IntOrString::Int(i)) => *i,
+        Some(IntOrString::String(s)) => percent(s, total, round_up),
+        None => percent(default, total, round_up),
+    }
+}
+
+fn percent(s: &str, total: i32, round_up: bool) -> i32 {
+    let Some(p) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
+        return s.parse().unwrap_or(0);
+    };
+    let v = p * i64::from(total);
+    (if round_up { (v + 99).div_euclid(100) } else { v.div_euclid(100) }) as i32
+}
+
 /// A reference to an object for events.
 pub fn object_reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     let meta = obj.meta();
@@ -237,6 +276,30 @@ pub async fn record_event_related(
     if let Err(e) = recorder.publish(&ev, regarding).await {
         tracing::debug!(error = %e, reason, "could not record an event");
     }
+}
+
+/// Publishes an event about `obj` (failures to publish are logged, never fatal).
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    record_event(recorder, &object_reference(obj), type_, reason, note).await;
+}
+
+/// Publishes an event about `obj` that also names `related` (the pod or Job it concerns), so the recorder
+/// keeps one series per related object as upstream's messages do.
+pub async fn publish_related<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    related: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    record_event_related(recorder, &object_reference(obj), Some(related), type_, reason, note).await;
 }
 
 /// What a controller does with an object its selector may match (upstream's `ClaimObject`).
@@ -292,6 +355,72 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The pods an owner controls among those its selector matched: its own, plus orphans it adopts
+/// (upstream's `ClaimPods` without release: pods listed by the selector always match it).
+pub async fn claim_pods<K: Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    owner: &K,
+    matched: Vec<Pod>,
+) -> Result<Vec<Pod>, kube::Error> {
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let mut out = Vec::with_capacity(matched.len());
+    for pod in matched {
+        match claim(&pod.metadata, &uid, true, deleting) {
+            Claim::Keep => out.push(pod),
+            Claim::Adopt => {
+                let Some(r) = crate::pod_util::controller_ref(owner) else {
+                    continue;
+                };
+                match adopt(api, &pod.metadata, r).await {
+                    Ok(p) => out.push(p),
+                    // Gone or changed meanwhile: the next sync sees it as it is.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Claim::Release | Claim::Ignore => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Removes one finalizer with a JSON patch guarded by a test of the list, so a concurrent change fails cleanly.
+pub async fn remove_finalizer(api: &Api<Pod>, pod: &Pod, finalizer: &str) -> Result<(), kube::Error> {
+    let Some(fins) = pod.metadata.finalizers.as_ref() else {
+        return Ok(());
+    };
+    let kept: Vec<&String> = fins.iter().filter(|f| f.as_str() != finalizer).collect();
+    if kept.len() == fins.len() {
+        return Ok(());
+    }
+    let patch = serde_json::json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": fins},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
+    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drives a controller's reconcile stream to its end, logging each failed reconcile (`<controller> reconcile`).
+pub async fn log_reconcile_errors<T, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    controller: &'static str,
+) {
+    use futures::StreamExt;
+    results
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "{controller} reconcile");
+            }
+        })
+        .await
 }
 
 /// Exponential per-key back-off for failed syncs (upstream's rate-limited work queue: 5 ms doubling,

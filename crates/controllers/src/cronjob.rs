@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -22,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller_utils::object_reference;
-use crate::job::{Clock, condition, publish, publish_related};
+use crate::controller_utils::{Clock, log_reconcile_errors, publish, publish_related, system_clock};
+use crate::job::condition;
 use crate::pod_util::{controller_ref, is_controlled_by};
 use schedule::Schedule;
 
@@ -50,7 +50,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            clock: crate::job::system_clock(),
+            clock: system_clock(),
         }
     }
 }
@@ -80,16 +80,11 @@ pub async fn run_with(
         config,
         recorder,
     });
-    Controller::new(cronjobs, watcher::Config::default())
+    let results = Controller::new(cronjobs, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, state)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cronjob reconcile");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    log_reconcile_errors(results, "cronjob").await;
     Ok(())
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,7 +22,7 @@ use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
 use crate::controller_utils::object_reference;
 use crate::controller_utils::{Backoff, pod_from_template};
-use crate::job::{Clock, claim_pods, publish, publish_related, selector_params, system_clock};
+use crate::controller_utils::{Clock, claim_pods, scaled_value, log_reconcile_errors, publish, publish_related, selector_params, system_clock};
 use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The deprecated label with the DaemonSet generation a pod was made from.
@@ -86,7 +85,7 @@ pub async fn run_with(
         watcher::Config::default(),
     );
     let store = controller.store();
-    controller
+    let results = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .owns(
             Api::<ControllerRevision>::all(client.clone()),
@@ -104,13 +103,8 @@ pub async fn run_with(
             },
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, state)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset reconcile");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    log_reconcile_errors(results, "daemonset").await;
     Ok(())
 }
 
@@ -153,21 +147,6 @@ fn error_policy(_ds: Arc<DaemonSet>, err: &Error, _state: Arc<State>) -> Action 
         // A bad selector does not heal by retrying; the next change to the object brings it back.
         Error::Selector(..) => Action::requeue(Duration::from_secs(300)),
         Error::Kube(_) => Action::requeue(Duration::from_secs(1)),
-    }
-}
-
-/// An int-or-percent of `total` (upstream `GetScaledValueFromIntOrPercent`, rounding up).
-fn scaled(v: Option<&IntOrString>, total: i32, default: i32) -> i32 {
-    match v {
-        None => default,
-        Some(IntOrString::Int(i)) => *i,
-        Some(IntOrString::String(s)) => match s
-            .strip_suffix('%')
-            .and_then(|p| p.trim().parse::<i64>().ok())
-        {
-            Some(p) => ((p * i64::from(total) + 99) / 100) as i32,
-            None => s.parse().unwrap_or(default),
-        },
     }
 }
 
@@ -368,8 +347,8 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     let strategy = spec.update_strategy.clone().unwrap_or_default();
     if strategy.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate" {
         let ru = strategy.rolling_update.clone().unwrap_or_default();
-        let mut max_surge = scaled(ru.max_surge.as_ref(), desired, 0);
-        let mut max_unavailable = scaled(ru.max_unavailable.as_ref(), desired, 1);
+        let mut max_surge = scaled_value(ru.max_surge.as_ref(), desired, true, "0");
+        let mut max_unavailable = scaled_value(ru.max_unavailable.as_ref(), desired, true, "1");
         if max_surge == 0 && max_unavailable == 0 {
             max_unavailable = 1;
         }
@@ -555,6 +534,7 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use super::*;
     use k8s_openapi::api::apps::v1::DaemonSetSpec;
     use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
@@ -562,10 +542,10 @@ mod tests {
 
     #[test]
     fn percentages_round_up() {
-        assert_eq!(scaled(Some(&IntOrString::String("10%".into())), 5, 1), 1);
-        assert_eq!(scaled(Some(&IntOrString::String("50%".into())), 5, 1), 3);
-        assert_eq!(scaled(Some(&IntOrString::Int(2)), 5, 1), 2);
-        assert_eq!(scaled(None, 5, 1), 1);
+        assert_eq!(scaled_value(Some(&IntOrString::String("10%".into())), 5, true, "1"), 1);
+        assert_eq!(scaled_value(Some(&IntOrString::String("50%".into())), 5, true, "1"), 3);
+        assert_eq!(scaled_value(Some(&IntOrString::Int(2)), 5, true, "1"), 2);
+        assert_eq!(scaled_value(None, 5, true, "1"), 1);
     }
 
     #[test]

@@ -13,17 +13,20 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::controller_utils::{object_reference, pod_from_template, record_event};
+use crate::controller_utils::{
+    Clock, claim_pods, log_reconcile_errors, object_reference, pod_from_template, publish, publish_related,
+    remove_finalizer, selector_params, system_clock,
+};
 use crate::pod_util::{controller_ref, is_pod_ready};
 
 pub use status::{format_indexes, parse_indexes};
@@ -38,14 +41,6 @@ pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-cou
 pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 
 const MAX_POD_BACKOFF: Duration = Duration::from_secs(360);
-
-/// What the controllers read the time from; tests give a clock they move by hand.
-pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(jiff::Timestamp::now)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,12 +101,8 @@ pub async fn run_with(
             watcher::Config::default().labels(CONTROLLER_UID),
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile, error_policy, state)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        });
+        .run(reconcile, error_policy, state);
+    let reconciling = log_reconcile_errors(reconciling, "job");
     // Pods whose Job is gone keep no tracking finalizer (upstream's orphan pod handling): the Job's own
     // reconcile never runs again once it is deleted.
     let orphans = watcher::watcher(pods, watcher::Config::default().labels(CONTROLLER_UID))
@@ -200,113 +191,6 @@ fn error_policy(_job: Arc<Job>, err: &Error, _state: Arc<State>) -> Action {
         // A bad selector does not heal by retrying; the next change to the object brings it back.
         Error::Selector(..) => Action::requeue(Duration::from_secs(300)),
         Error::Kube(_) => Action::requeue(Duration::from_secs(1)),
-    }
-}
-
-/// Publishes an event about `obj` (failures to publish are logged, never fatal).
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    record_event(recorder, &object_reference(obj), type_, reason, note).await;
-}
-
-/// Publishes an event about `obj` that also names `related` (the pod or Job it concerns), so the recorder
-/// keeps one series per related object as upstream's messages do.
-pub(crate) async fn publish_related<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    obj: &K,
-    related: k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    crate::controller_utils::record_event_related(
-        recorder,
-        &object_reference(obj),
-        Some(related),
-        type_,
-        reason,
-        note,
-    )
-    .await;
-}
-
-/// List parameters for a label selector; an empty selector selects nothing (upstream's rule for controllers).
-pub(crate) fn selector_params(sel: Option<&LabelSelector>) -> Result<Option<ListParams>, String> {
-    let Some(sel) = sel else { return Ok(None) };
-    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-    {
-        return Ok(None);
-    }
-    let selector = kube::core::Selector::try_from(sel.clone()).map_err(|e| e.to_string())?;
-    Ok(Some(ListParams::default().labels_from(&selector)))
-}
-
-/// The pods an owner controls among those its selector matched: its own, plus orphans it adopts
-/// (upstream's `ClaimPods` without release: pods listed by the selector always match it).
-pub(crate) async fn claim_pods<K: Resource<DynamicType = ()>>(
-    api: &Api<Pod>,
-    owner: &K,
-    matched: Vec<Pod>,
-) -> Result<Vec<Pod>, kube::Error> {
-    use crate::controller_utils::{Claim, adopt, claim};
-    let uid = owner.meta().uid.clone().unwrap_or_default();
-    let deleting = owner.meta().deletion_timestamp.is_some();
-    let mut out = Vec::with_capacity(matched.len());
-    for pod in matched {
-        match claim(&pod.metadata, &uid, true, deleting) {
-            Claim::Keep => out.push(pod),
-            Claim::Adopt => {
-                let Some(r) = controller_ref(owner) else {
-                    continue;
-                };
-                match adopt(api, &pod.metadata, r).await {
-                    Ok(p) => out.push(p),
-                    // Gone or changed meanwhile: the next sync sees it as it is.
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Claim::Release | Claim::Ignore => {}
-        }
-    }
-    Ok(out)
-}
-
-/// Removes one finalizer with a JSON patch guarded by a test of the list, so a concurrent change fails cleanly.
-pub(crate) async fn remove_finalizer(
-    api: &Api<Pod>,
-    pod: &Pod,
-    finalizer: &str,
-) -> Result<(), kube::Error> {
-    let Some(fins) = pod.metadata.finalizers.as_ref() else {
-        return Ok(());
-    };
-    let kept: Vec<&String> = fins.iter().filter(|f| f.as_str() != finalizer).collect();
-    if kept.len() == fins.len() {
-        return Ok(());
-    }
-    let patch = serde_json::json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": fins},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

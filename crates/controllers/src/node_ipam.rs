@@ -11,10 +11,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::controller_utils::publish;
 
 /// An IPv4 network such as `10.42.0.0/16`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +148,7 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action, Error> 
     match nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => {
             tracing::info!(node = %name, %cidr, "allocated the node's pod CIDR");
-            state.ctx.event(node.as_ref(), "Normal", "CIDRAssignmentSucceeded", &format!("Node {name} was assigned pod CIDR {cidr}")).await;
+            publish(&state.ctx.recorder, node.as_ref(), EventType::Normal, "CIDRAssignmentSucceeded", format!("Node {name} was assigned pod CIDR {cidr}")).await;
         }
         Err(e) => {
             state.allocator.lock().unwrap_or_else(|p| p.into_inner()).release(&cidr.to_string());
@@ -161,7 +163,7 @@ fn error_policy(node: Arc<Node>, error: &Error, state: Arc<State>) -> Action {
     if let Error::Exhausted { .. } = error {
         let ctx = state.ctx.clone();
         let message = error.to_string();
-        tokio::spawn(async move { ctx.event(node.as_ref(), "Warning", "CIDRNotAvailable", &message).await });
+        tokio::spawn(async move { publish(&ctx.recorder, node.as_ref(), EventType::Warning, "CIDRNotAvailable", message).await });
         return Action::requeue(Duration::from_secs(30));
     }
     Action::requeue(Duration::from_secs(2))

@@ -19,11 +19,13 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::controller_utils::publish;
 
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -289,7 +291,7 @@ async fn evict(ctx: &Context, pod: &Pod) {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {
             tracing::info!(pod = %format!("{ns}/{name}"), "TaintManagerEviction: marking for deletion");
-            ctx.event(pod, "Normal", "TaintManagerEviction", &format!("Marking for deletion Pod {ns}/{name}")).await;
+            publish(&ctx.recorder, pod, EventType::Normal, "TaintManagerEviction", format!("Marking for deletion Pod {ns}/{name}")).await;
         }
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => tracing::warn!(pod = %name, error = %e, "failed to evict a pod from a tainted node"),

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
@@ -22,7 +21,7 @@ use crate::context::Context;
 use crate::controller_revision::{self, REVISION_HASH_LABEL};
 use crate::controller_utils::object_reference;
 use crate::controller_utils::pod_from_template;
-use crate::job::{Clock, claim_pods, publish, publish_related, selector_params, system_clock};
+use crate::controller_utils::{Clock, claim_pods, log_reconcile_errors, publish, publish_related, selector_params, system_clock};
 use crate::pod_util::{controller_ref, is_pod_available, is_pod_ready};
 
 /// The label with a StatefulSet pod's name.
@@ -76,7 +75,7 @@ pub async fn run_with(
         config,
         recorder,
     });
-    Controller::new(
+    let results = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -86,13 +85,8 @@ pub async fn run_with(
         watcher::Config::default(),
     )
     .graceful_shutdown_on(shutdown.cancelled_owned())
-    .run(reconcile, error_policy, state)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "statefulset reconcile");
-        }
-    })
-    .await;
+    .run(reconcile, error_policy, state);
+    log_reconcile_errors(results, "statefulset").await;
     Ok(())
 }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
@@ -122,22 +121,7 @@ pub fn is_rolling(d: &Deployment) -> bool {
     d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate"
 }
 
-/// Upstream's `GetScaledValueFromIntOrPercent`.
-pub fn scaled_value(v: Option<&IntOrString>, total: i32, round_up: bool, default: &str) -> i32 {
-    match v {
-        Some(IntOrString::Int(i)) => *i,
-        Some(IntOrString::String(s)) => percent(s, total, round_up),
-        None => percent(default, total, round_up),
-    }
-}
-
-fn percent(s: &str, total: i32, round_up: bool) -> i32 {
-    let Some(p) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-        return s.parse().unwrap_or(0);
-    };
-    let v = p * i64::from(total);
-    (if round_up { (v + 99).div_euclid(100) } else { v.div_euclid(100) }) as i32
-}
+pub use crate::controller_utils::scaled_value;
 
 /// Upstream's `ResolveFenceposts`: (maxSurge, maxUnavailable), surge rounded up, unavailable down; never
 /// both zero.
@@ -336,6 +320,7 @@ pub fn timed_out(d: &Deployment, s: &DeploymentStatus, now: jiff::Timestamp) -> 
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
