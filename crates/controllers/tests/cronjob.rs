@@ -5,23 +5,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::cronjob::{self, SCHEDULED_TIMESTAMP};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, manual_clock, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
@@ -29,41 +17,31 @@ struct Harness {
     jobs: Api<Job>,
     events: Api<k8s_openapi::api::events::v1::Event>,
     clock: Arc<Mutex<jiff::Timestamp>>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), cronjob::Error>>,
+    controller: Running<cronjob::Error>,
     touches: Mutex<u32>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let clock = Arc::new(Mutex::new(jiff::Timestamp::now()));
-        let c = clock.clone();
+        let (server, client) = start_server().await;
+        let (clock, controller_clock) = manual_clock();
         let config = cronjob::Config {
-            clock: Arc::new(move || *c.lock().unwrap()),
+            clock: controller_clock,
         };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(cronjob::run_with(
-            Context::new(client.clone()),
-            config,
-            shutdown.clone(),
-        ));
+        let controller = Running::spawn(&client, |ctx, shutdown| cronjob::run_with(ctx, config, shutdown));
         Harness {
             cronjobs: Api::namespaced(client.clone(), "default"),
             jobs: Api::namespaced(client.clone(), "default"),
             events: Api::namespaced(client, "default"),
             clock,
-            shutdown,
-            task,
+            controller,
             touches: Mutex::new(0),
             _server: server,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.controller.stop().await;
     }
 
     async fn create(&self, name: &str, extra: serde_json::Value) {

@@ -6,37 +6,19 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::controller_revision::REVISION_HASH_LABEL;
 use skiff_controllers::daemonset::{self, predicates::target_node};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 fn node(name: &str, taints: serde_json::Value) -> Node {
     serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "spec": {"taints": taints}})).unwrap()
 }
 
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
-    pods.list(&ListParams::default().labels("app=agent"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
+    support::live_pods(pods, "app=agent").await
 }
 
 fn nodes_of(pods: &[Pod]) -> Vec<String> {
@@ -49,21 +31,12 @@ fn nodes_of(pods: &[Pod]) -> Vec<String> {
 }
 
 async fn make_ready(pods: &Api<Pod>, pod: &Pod) {
-    let now = jiff::Timestamp::now().to_string();
-    let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
-    pods.patch_status(
-        pod.metadata.name.as_deref().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await
-    .unwrap();
+    support::set_ready(pods, pod.metadata.name.as_deref().unwrap(), true).await.unwrap();
 }
 
 #[tokio::test]
 async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
@@ -89,12 +62,7 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
         )
         .await
         .unwrap();
-
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(
-        Context::new(client.clone()),
-        shutdown.clone(),
-    ));
+    let controller = Running::spawn(&client, daemonset::run);
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {
@@ -195,14 +163,12 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     })
     .await;
 
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
 async fn surge_starts_the_new_pod_before_removing_the_old_one() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
@@ -210,11 +176,7 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
         .create(&PostParams::default(), &node("n1", serde_json::json!([])))
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(
-        Context::new(client.clone()),
-        shutdown.clone(),
-    ));
+    let controller = Running::spawn(&client, daemonset::run);
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {
@@ -257,14 +219,12 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
         live.len() == 1 && live[0].metadata.name == new.metadata.name
     })
     .await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
 async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
@@ -278,11 +238,7 @@ async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &orphan).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(
-        Context::new(client.clone()),
-        shutdown.clone(),
-    ));
+    let controller = Running::spawn(&client, daemonset::run);
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {
@@ -310,14 +266,12 @@ async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
     })
     .await;
     assert_eq!(live_pods(&pods).await.len(), 1, "no second daemon on n1");
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
 async fn a_failed_daemon_is_replaced() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
@@ -325,11 +279,7 @@ async fn a_failed_daemon_is_replaced() {
         .create(&PostParams::default(), &node("n1", serde_json::json!([])))
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(daemonset::run(
-        Context::new(client.clone()),
-        shutdown.clone(),
-    ));
+    let controller = Running::spawn(&client, daemonset::run);
     let ds: DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}}
@@ -357,6 +307,5 @@ async fn a_failed_daemon_is_replaced() {
         },
     )
     .await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }

@@ -7,24 +7,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::deployment::util::{self, REVISION};
 use skiff_controllers::{deployment, replicaset};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
@@ -32,38 +20,29 @@ struct Harness {
     sets: Api<ReplicaSet>,
     pods: Api<Pod>,
     events: Api<Event>,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    replicasets: Running<replicaset::Error>,
+    deployments: Running<deployment::Error>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let shutdown = CancellationToken::new();
-        let ctx = Context::new(client.clone());
-        let (c1, s1) = (ctx.clone(), shutdown.clone());
-        let (c2, s2) = (ctx, shutdown.clone());
-        let tasks = vec![
-            tokio::spawn(async move { replicaset::run(c1, s1).await.unwrap() }),
-            tokio::spawn(async move { deployment::run(c2, s2).await.unwrap() }),
-        ];
+        let (server, client) = start_server().await;
+        let replicasets = Running::spawn(&client, replicaset::run);
+        let deployments = Running::spawn(&client, deployment::run);
         Harness {
             deploys: Api::namespaced(client.clone(), "default"),
             sets: Api::namespaced(client.clone(), "default"),
             pods: Api::namespaced(client.clone(), "default"),
             events: Api::namespaced(client, "default"),
-            shutdown,
-            tasks,
+            replicasets,
+            deployments,
             _server: server,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
+        self.deployments.stop().await;
+        self.replicasets.stop().await;
     }
 
     async fn create(&self, name: &str, replicas: i32, extra_spec: serde_json::Value, annotations: serde_json::Value) -> Deployment {
@@ -99,22 +78,12 @@ impl Harness {
     }
 
     async fn live_pods(&self, app: &str) -> Vec<Pod> {
-        self.pods
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect()
+        support::live_pods(&self.pods, &format!("app={app}")).await
     }
 
     async fn set_ready(&self, pod: &str) {
-        let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{
-            "type": "Ready", "status": "True", "lastTransitionTime": jiff::Timestamp::now().to_string()
-        }]}});
         // The pod may be gone already (scaled down meanwhile).
-        let _ = self.pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status)).await;
+        let _ = support::set_ready(&self.pods, pod, true).await;
     }
 
     async fn make_all_ready(&self, app: &str) {

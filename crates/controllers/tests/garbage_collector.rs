@@ -8,38 +8,23 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::Resource;
 use serde_json::json;
-use skiff_controllers::context::Context;
 use skiff_controllers::garbage_collector;
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
     client: kube::Client,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), garbage_collector::Error>>,
+    controller: Running<garbage_collector::Error>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(garbage_collector::run(Context::new(client.clone()), shutdown.clone()));
-        Harness { client, shutdown, task, _server: server }
+        let (server, client) = start_server().await;
+        let controller = Running::spawn(&client, garbage_collector::run);
+        Harness { client, controller, _server: server }
     }
 
     fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(&self) -> Api<K>
@@ -50,8 +35,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.controller.stop().await;
     }
 }
 

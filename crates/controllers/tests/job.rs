@@ -7,62 +7,40 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::job::{self, COMPLETION_INDEX, TRACKING_FINALIZER};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, manual_clock, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
     jobs: Api<Job>,
     pods: Api<Pod>,
     clock: Arc<Mutex<jiff::Timestamp>>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), job::Error>>,
+    controller: Running<job::Error>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let clock = Arc::new(Mutex::new(jiff::Timestamp::now()));
-        let c = clock.clone();
+        let (server, client) = start_server().await;
+        let (clock, controller_clock) = manual_clock();
         let config = job::Config {
-            clock: Arc::new(move || *c.lock().unwrap()),
+            clock: controller_clock,
             pod_backoff_base: Duration::ZERO,
         };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(job::run_with(
-            Context::new(client.clone()),
-            config,
-            shutdown.clone(),
-        ));
+        let controller = Running::spawn(&client, |ctx, shutdown| job::run_with(ctx, config, shutdown));
         Harness {
             jobs: Api::namespaced(client.clone(), "default"),
             pods: Api::namespaced(client, "default"),
             clock,
-            shutdown,
-            task,
+            controller,
             _server: server,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.controller.stop().await;
     }
 
     async fn create(&self, name: &str, spec: serde_json::Value) -> Job {

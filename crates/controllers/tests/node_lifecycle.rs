@@ -5,23 +5,11 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::node_lifecycle::{self, NodeLifecycleConfig, TAINT_UNREACHABLE};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 fn ago(secs: i64) -> String {
     (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs)).to_string()
@@ -37,8 +25,7 @@ fn pod(name: &str, tolerations: serde_json::Value) -> Pod {
 
 #[tokio::test]
 async fn a_silent_node_is_marked_unknown_tainted_and_its_pods_evicted_then_healed() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "n1"},
@@ -50,10 +37,8 @@ async fn a_silent_node_is_marked_unknown_tainted_and_its_pods_evicted_then_heale
     let quick = serde_json::json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}]);
     pods.create(&PostParams::default(), &pod("quick", quick)).await.unwrap();
     pods.create(&PostParams::default(), &pod("patient", serde_json::json!([]))).await.unwrap();
-
-    let shutdown = CancellationToken::new();
     let config = NodeLifecycleConfig { monitor_period: Duration::from_millis(200), grace_period: Duration::from_secs(1) };
-    let task = tokio::spawn(node_lifecycle::run(Context::new(client.clone()), config, shutdown.clone()));
+    let controller = Running::spawn(&client, |ctx, shutdown| node_lifecycle::run(ctx, config, shutdown));
 
     eventually("the node is Unknown and tainted unreachable", || async {
         let n = nodes.get("n1").await.unwrap();
@@ -83,16 +68,13 @@ async fn a_silent_node_is_marked_unknown_tainted_and_its_pods_evicted_then_heale
         nodes.get("n1").await.unwrap().spec.and_then(|s| s.taints).unwrap_or_default().is_empty()
     })
     .await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
 async fn every_namespace_gets_a_default_service_account_again_after_deletion() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(skiff_controllers::serviceaccount::run(Context::new(client.clone()), shutdown.clone()));
+    let (_server, client) = start_server().await;
+    let controller = Running::spawn(&client, skiff_controllers::serviceaccount::run);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "team-a"}})).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
@@ -103,21 +85,18 @@ async fn every_namespace_gets_a_default_service_account_again_after_deletion() {
     let uid = accounts.get("default").await.unwrap().metadata.uid;
     accounts.delete("default", &DeleteParams::default()).await.unwrap();
     eventually("the account is recreated", || async { accounts.get("default").await.is_ok_and(|a| a.metadata.uid != uid) }).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }
 
 #[tokio::test]
 async fn nodes_get_distinct_pod_cidrs() {
     use skiff_controllers::node_ipam::{self, NodeIpamConfig};
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let taken: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "old"}, "spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}})).unwrap();
     nodes.create(&PostParams::default(), &taken).await.unwrap();
-    let shutdown = CancellationToken::new();
     let config = NodeIpamConfig { cluster_cidr: "10.42.0.0/16".parse().unwrap(), node_mask: 24 };
-    let task = tokio::spawn(node_ipam::run(Context::new(client.clone()), config, shutdown.clone()));
+    let controller = Running::spawn(&client, |ctx, shutdown| node_ipam::run(ctx, config, shutdown));
     for name in ["a", "b"] {
         let n: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
         nodes.create(&PostParams::default(), &n).await.unwrap();
@@ -130,6 +109,5 @@ async fn nodes_get_distinct_pod_cidrs() {
     let mut got = vec![cidr("a").await.unwrap(), cidr("b").await.unwrap()];
     got.sort();
     assert_eq!(got, vec!["10.42.1.0/24".to_string(), "10.42.2.0/24".to_string()]);
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }

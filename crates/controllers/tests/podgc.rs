@@ -4,23 +4,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::podgc::{self, TAINT_OUT_OF_SERVICE};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 fn pod(name: &str, node: Option<&str>) -> Pod {
     let mut spec = serde_json::json!({"containers": [{"name": "c", "image": "busybox"}]});
@@ -32,8 +20,7 @@ fn pod(name: &str, node: Option<&str>) -> Pod {
 
 #[tokio::test]
 async fn terminated_orphaned_and_out_of_service_pods_are_collected() {
-    let server = skiff_apiserver::testing::start_admin().await;
-    let client = kube::Client::new(server.router.clone(), "default");
+    let (_server, client) = start_server().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
@@ -86,18 +73,12 @@ async fn terminated_orphaned_and_out_of_service_pods_are_collected() {
             .is_some(),
         "a pod on a node waits for its kubelet"
     );
-
-    let shutdown = CancellationToken::new();
     let config = podgc::Config {
         terminated_pod_threshold: 2,
         period: Duration::from_millis(100),
         quarantine: Duration::from_millis(300),
     };
-    let task = tokio::spawn(podgc::run_with(
-        Context::new(client.clone()),
-        config,
-        shutdown.clone(),
-    ));
+    let controller = Running::spawn(&client, |ctx, shutdown| podgc::run_with(ctx, config, shutdown));
 
     eventually("only two terminated pods are kept", || async {
         let list = pods.list(&ListParams::default()).await.unwrap().items;
@@ -121,6 +102,5 @@ async fn terminated_orphaned_and_out_of_service_pods_are_collected() {
         "a running pod on a live node stays"
     );
 
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    controller.stop().await;
 }

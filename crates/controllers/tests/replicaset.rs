@@ -6,52 +6,35 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::replicaset;
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
     sets: Api<ReplicaSet>,
     pods: Api<Pod>,
     events: Api<Event>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), replicaset::Error>>,
+    controller: Running<replicaset::Error>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(replicaset::run(Context::new(client.clone()), shutdown.clone()));
+        let (server, client) = start_server().await;
+        let controller = Running::spawn(&client, replicaset::run);
         Harness {
             sets: Api::namespaced(client.clone(), "default"),
             pods: Api::namespaced(client.clone(), "default"),
             events: Api::namespaced(client, "default"),
-            shutdown,
-            task,
+            controller,
             _server: server,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.controller.stop().await;
     }
 
     async fn create_rs(&self, name: &str, replicas: i32) -> ReplicaSet {
@@ -74,25 +57,13 @@ impl Harness {
 
     /// Live pods with label app=`app`.
     async fn pods_of(&self, app: &str) -> Vec<Pod> {
-        let mut v: Vec<Pod> = self
-            .pods
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
+        let mut v = support::live_pods(&self.pods, &format!("app={app}")).await;
         v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         v
     }
 
     async fn set_ready(&self, pod: &str, ready: bool) {
-        let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{
-            "type": "Ready", "status": if ready { "True" } else { "False" },
-            "lastTransitionTime": jiff::Timestamp::now().to_string()
-        }]}});
-        self.pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        support::set_ready(&self.pods, pod, ready).await.unwrap();
     }
 
     async fn status(&self, name: &str) -> (i32, i32, i32, i32, i64) {

@@ -6,56 +6,36 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use skiff_controllers::context::Context;
 use skiff_controllers::controller_revision::REVISION_HASH_LABEL;
 use skiff_controllers::statefulset::{self, POD_INDEX_LABEL, POD_NAME_LABEL};
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+mod support;
+use support::{Running, eventually, start_server};
+
 
 struct Harness {
     _server: skiff_apiserver::testing::InProcess,
     sets: Api<StatefulSet>,
     pods: Api<Pod>,
     pvcs: Api<PersistentVolumeClaim>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), statefulset::Error>>,
+    controller: Running<statefulset::Error>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = skiff_apiserver::testing::start_admin().await;
-        let client = kube::Client::new(server.router.clone(), "default");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(statefulset::run(
-            Context::new(client.clone()),
-            shutdown.clone(),
-        ));
+        let (server, client) = start_server().await;
+        let controller = Running::spawn(&client, statefulset::run);
         Harness {
             sets: Api::namespaced(client.clone(), "default"),
             pods: Api::namespaced(client.clone(), "default"),
             pvcs: Api::namespaced(client, "default"),
-            shutdown,
-            task,
+            controller,
             _server: server,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.controller.stop().await;
     }
 
     async fn create(&self, name: &str, replicas: i32, extra: serde_json::Value) {
@@ -90,25 +70,11 @@ impl Harness {
     }
 
     async fn live(&self, set: &str) -> Vec<Pod> {
-        let items = self
-            .pods
-            .list(&ListParams::default().labels(&format!("app={set}")))
-            .await
-            .unwrap()
-            .items;
-        items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect()
+        support::live_pods(&self.pods, &format!("app={set}")).await
     }
 
     async fn make_ready(&self, name: &str) {
-        let now = jiff::Timestamp::now().to_string();
-        let status = serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
-        self.pods
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap();
+        support::set_ready(&self.pods, name, true).await.unwrap();
     }
 
     async fn revision_of(&self, name: &str) -> String {
