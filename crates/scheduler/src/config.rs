@@ -39,31 +39,12 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
-/// Leader election on a Lease (`leaderElection` in the file).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderElectionConfig {
-    pub leader_elect: bool,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
-    pub resource_namespace: String,
-    pub resource_name: String,
-    /// `holderIdentity`; defaults to `<hostname>_<random>`.
-    pub identity: Option<String>,
-}
+/// Leader election on a Lease (`leaderElection` in the file); the scheduler's Lease is
+/// `kube-system/kube-scheduler`.
+pub use skiff_leaderelection::LeaderElectionConfig;
 
-impl Default for LeaderElectionConfig {
-    fn default() -> Self {
-        LeaderElectionConfig {
-            leader_elect: true,
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-            resource_namespace: "kube-system".into(),
-            resource_name: "kube-scheduler".into(),
-            identity: None,
-        }
-    }
+fn default_leader_election() -> LeaderElectionConfig {
+    LeaderElectionConfig::for_lease("kube-scheduler")
 }
 
 /// One scheduler profile: which plugins run at which point, with what arguments.
@@ -182,7 +163,7 @@ impl Default for SchedulerConfig {
             pod_initial_backoff: Duration::from_secs(1),
             pod_max_backoff: Duration::from_secs(10),
             pod_max_in_unschedulable: Duration::from_secs(300),
-            leader_election: LeaderElectionConfig::default(),
+            leader_election: default_leader_election(),
         }
     }
 }
@@ -480,7 +461,7 @@ impl FileConfig {
                     Some(s) => parse_duration(&s).ok_or_else(|| invalid(format!("leaderElection.{field}: invalid duration {s:?}"))),
                 }
             };
-            let d = LeaderElectionConfig::default();
+            let d = default_leader_election();
             if let Some(lock) = &le.resource_lock
                 && lock != "leases"
             {

@@ -33,13 +33,32 @@ pub struct ControllerManagerConfig {
     pub cluster_cidr: skiff_controllers::node_ipam::Ipv4Net,
     pub node_cidr_mask: u8,
     pub node_monitor_grace_period: Duration,
+    /// The holder identity in the controller manager's Lease: the server's node name, so a server restarted
+    /// after a crash takes its lease back at once instead of waiting for it to expire.
+    pub identity: String,
 }
 
-/// Starts every controller as `system:kube-controller-manager`.
+/// Starts the controller manager as `system:kube-controller-manager`: every controller runs while this
+/// server holds the `kube-system/kube-controller-manager` Lease, so several servers can share one store.
 pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let client = in_process_client(router, "system:kube-controller-manager", &[]);
+    let config = config.clone();
+    let mut election = skiff_leaderelection::LeaderElectionConfig::for_lease("kube-controller-manager");
+    election.identity = Some(config.identity.clone());
+    let manager = skiff_leaderelection::run_while_leader(client.clone(), election, "controller manager", shutdown.clone(), move |token, _identity| {
+        let tasks = controllers(client.clone(), &config, &token);
+        async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    });
+    vec![tokio::spawn(manager)]
+}
+
+fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
     use skiff_controllers::context::Context;
     use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
-    let client = in_process_client(router, "system:kube-controller-manager", &[]);
     let ctx = Context::new(client);
     let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
     let lifecycle = node_lifecycle::NodeLifecycleConfig { grace_period: config.node_monitor_grace_period, ..Default::default() };

@@ -173,12 +173,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?,
         node_cidr_mask: args.node_cidr_mask_size,
         node_monitor_grace_period: args.node_monitor_grace_period,
+        identity: node_name.clone(),
     };
-    let scheduler = match (&args.scheduler_config, args.scheduler_strategy.as_deref()) {
+    let mut scheduler = match (&args.scheduler_config, args.scheduler_strategy.as_deref()) {
         (Some(path), _) => skiff_scheduler::config::SchedulerConfig::from_file(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
         (None, Some("binpack")) => skiff_scheduler::config::SchedulerConfig::binpack(),
         (None, _) => skiff_scheduler::config::SchedulerConfig::spread(),
     };
+    // As for the controller manager: a stable identity lets a restarted server take its lease back at once.
+    scheduler.leader_election.identity.get_or_insert_with(|| node_name.clone());
     let mut components = crate::components::start_controllers(&api_router, &controllers, &shutdown);
     let scheduler_client = crate::components::in_process_client(&api_router, "system:kube-scheduler", &[]);
     components.push(crate::components::spawn("scheduler", skiff_scheduler::run(scheduler, scheduler_client, shutdown.clone())));

@@ -11,6 +11,7 @@ fn layers() -> HashMap<&'static str, u8> {
         ("skiff-pki", 0),
         ("skiff-registry", 1),
         ("skiff-runtime", 1),
+        ("skiff-leaderelection", 1),
         ("skiff-apiserver", 2),
         ("skiff-controllers", 2),
         ("skiff-scheduler", 2),
