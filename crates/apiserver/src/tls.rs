@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -22,31 +21,12 @@ use crate::auth::UserInfo;
 pub enum TlsError {
     #[error("failed to load TLS material: {0}")]
     Pki(#[from] skiff_pki::PkiError),
-    #[error("failed to build the TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    #[error("failed to build the client certificate verifier: {0}")]
-    Verifier(String),
 }
 
-/// Builds the server TLS configuration from PEM files.
+/// Builds the server TLS configuration from PEM files ([`skiff_pki::server_tls_config`], shared with the
+/// kubelet).
 pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = skiff_pki::read_cert_chain(cert)?;
-    let key = skiff_pki::CertPaths { cert: cert.to_path_buf(), key: key.to_path_buf() }.load_der()?.1;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in skiff_pki::read_cert_chain(client_ca)? {
-        roots.add(ca).map_err(|e| TlsError::Verifier(e.to_string()))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(skiff_pki::server_tls_config(cert, key, client_ca)?)
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown`; open connections then get a few seconds

@@ -69,6 +69,14 @@ pub enum PkiError {
         /// What is wrong.
         reason: String,
     },
+    /// rustls refused TLS material (a CA it cannot trust, a key that does not fit the certificate).
+    #[error("failed to build the TLS configuration with {what}: {reason}")]
+    Tls {
+        /// What was being used, usually with its path.
+        what: String,
+        /// Why rustls refused it.
+        reason: String,
+    },
     /// A client certificate carries no subject common name, so it names no user.
     #[error("failed to read the identity of a client certificate: the subject has no common name")]
     NoCommonName,
@@ -89,6 +97,13 @@ impl PkiError {
 
     pub(crate) fn parse(what: impl Into<String>, reason: impl ToString) -> Self {
         PkiError::Parse {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn tls(what: impl Into<String>, reason: impl ToString) -> Self {
+        PkiError::Tls {
             what: what.into(),
             reason: reason.to_string(),
         }

@@ -4,7 +4,8 @@
 //! [`Ca::issue_serving`] for the API server (SANs from [`apiserver_sans`]) and [`Ca::issue_client`] for
 //! the admin ([`ADMIN_USER`] in [`ADMIN_GROUP`]), and writes the admin kubeconfig with
 //! [`write_kubeconfig`]. Issuing is idempotent: a still-valid matching certificate is kept.
-//! The API server maps a peer certificate to a user with [`identity_from_der`].
+//! The API server and the kubelet serve with [`server_tls_config`] and map a peer certificate to a user
+//! with [`identity_from_der`].
 //! All keys are ECDSA P-256; all crypto is ring (no aws-lc-rs).
 
 mod ca;
@@ -13,6 +14,7 @@ mod files;
 mod identity;
 mod kubeconfig;
 mod subject;
+mod tls;
 
 use std::net::IpAddr;
 
@@ -21,6 +23,7 @@ pub use error::PkiError;
 pub use files::{CertPaths, read_cert_chain, read_pem};
 pub use identity::identity_from_der;
 pub use kubeconfig::write_kubeconfig;
+pub use tls::server_tls_config;
 
 /// The admin user of the generated kubeconfig (as in k3s).
 pub const ADMIN_USER: &str = "system:admin";

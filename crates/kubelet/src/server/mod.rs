@@ -57,8 +57,6 @@ pub struct ServerDeps {
 pub enum ServerError {
     #[error("kubelet server TLS material: {0}")]
     Pki(#[from] skiff_pki::PkiError),
-    #[error("kubelet server TLS configuration: {0}")]
-    Tls(String),
     #[error("kubelet server failed to listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }

@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -26,31 +23,11 @@ pub struct Peer {
     pub groups: Vec<String>,
 }
 
-/// Builds the server TLS configuration: serving certificate and key, and the CA that signs client
-/// certificates. A client without a certificate is let through the handshake (and answered 401); a
-/// certificate from another CA fails the handshake.
+/// Builds the server TLS configuration ([`skiff_pki::server_tls_config`], shared with the API server):
+/// serving certificate and key, and the CA that signs client certificates. A client without a certificate
+/// is let through the handshake (and answered 401); a certificate from another CA fails the handshake.
 pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = skiff_pki::read_cert_chain(cert)?;
-    let key_pem = skiff_pki::read_pem(key)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| ServerError::Tls(format!("private key {}: {e}", key.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in skiff_pki::read_cert_chain(client_ca)? {
-        roots.add(ca).map_err(|e| ServerError::Tls(format!("client CA {}: {e}", client_ca.display())))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(skiff_pki::server_tls_config(cert, key, client_ca)?)
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown`; open connections then get a few seconds.
