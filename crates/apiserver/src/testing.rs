@@ -24,17 +24,17 @@ impl InProcess {
     }
 }
 
-/// Starts a server whose watches send bookmarks every 200 ms; calls through the router are made as `user`.
-pub async fn start(user: UserInfo) -> InProcess {
+/// An API server over a fresh memory store with the built-in objects, for tests that serve it themselves
+/// (over TLS, with a kubelet client); `shutdown` ends its watches. [`start`] wraps one in a router.
+pub async fn api_server(config: Config, shutdown: CancellationToken) -> (Arc<ApiServer>, Arc<Registry>) {
     let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
     let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
-    let shutdown = CancellationToken::new();
     let server = ApiServer::new(
-        Config { bookmark_interval: Duration::from_millis(200), ..Config::default() },
+        config,
         registry.clone(),
         Arc::new(skiff_api::openapi::Schemas::load()),
         Arc::new(skiff_api::protobuf::ProtobufDecoder::load().expect("the protobuf descriptors load")),
-        shutdown.clone(),
+        shutdown,
     );
     crate::bootstrap::ensure_builtin_objects(
         &registry,
@@ -42,6 +42,14 @@ pub async fn start(user: UserInfo) -> InProcess {
     )
     .await
     .expect("the built-in objects are created");
+    (server, registry)
+}
+
+/// Starts a server whose watches send bookmarks every 200 ms; calls through the router are made as `user`.
+pub async fn start(user: UserInfo) -> InProcess {
+    let shutdown = CancellationToken::new();
+    let config = Config { bookmark_interval: Duration::from_millis(200), ..Config::default() };
+    let (server, registry) = api_server(config, shutdown.clone()).await;
     let router = crate::with_identity(crate::router(server), user);
     InProcess { router, shutdown, registry }
 }

@@ -14,7 +14,6 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use skiff_apiserver::{ApiServer, Config, KubeletClientConfig, UserInfo};
-use skiff_registry::{Registry, RegistryConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -124,22 +123,9 @@ async fn fake_kubelet(pki: &Pki, shutdown: CancellationToken) -> (u16, Seen) {
 }
 
 async fn api_server(kubelet_client: Option<KubeletClientConfig>) -> (Arc<ApiServer>, CancellationToken) {
-    let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
-    let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
     let shutdown = CancellationToken::new();
-    let server = ApiServer::new(
-        Config { kubelet_client, ..Config::default() },
-        registry.clone(),
-        Arc::new(skiff_api::openapi::Schemas::load()),
-        Arc::new(skiff_api::protobuf::ProtobufDecoder::load().unwrap()),
-        shutdown.clone(),
-    );
-    skiff_apiserver::bootstrap::ensure_builtin_objects(
-        &registry,
-        &skiff_apiserver::bootstrap::Bootstrap { service_ip: "10.43.0.1".into(), endpoint_ip: "127.0.0.1".into(), port: 6443 },
-    )
-    .await
-    .unwrap();
+    let config = Config { kubelet_client, ..Config::default() };
+    let (server, _registry) = skiff_apiserver::testing::api_server(config, shutdown.clone()).await;
     (server, shutdown)
 }
 

@@ -55,6 +55,16 @@ fn node(dir: &std::path::Path) -> NodeContext {
     }
 }
 
+/// The config of `p`'s first container (index 0), with the volumes and node of a test dir.
+async fn first_container_config(
+    e: &Env,
+    p: &Pod,
+    dir: &std::path::Path,
+) -> Result<cri::ContainerConfig, ConfigError> {
+    container_config::container_config(p, &p.spec.as_ref().unwrap().containers[0], 0, &volumes(dir), &e.client, &node(dir))
+        .await
+}
+
 fn pod(spec: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": "web", "namespace": "default", "uid": "uid-1234",
@@ -110,10 +120,7 @@ async fn environment_follows_upstream_order_precedence_and_expansion() {
             ]
         }]
     }));
-    let container = &p.spec.as_ref().unwrap().containers[0];
-    let c = container_config::container_config(&p, container, 0, &volumes(dir.path()), &e.client, &node(dir.path()))
-        .await
-        .unwrap();
+    let c = first_container_config(&e, &p, dir.path()).await.unwrap();
     let env = env_of(&c);
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     // envFrom first (configMap keys in order with the prefix, then the secret's), then env, then services.
@@ -155,16 +162,7 @@ async fn service_links_off_keeps_the_kubernetes_service() {
     let e = env().await;
     let dir = tempfile::tempdir().unwrap();
     let p = pod(json!({"enableServiceLinks": false, "containers": [{"name": "app", "image": "busybox"}]}));
-    let c = container_config::container_config(
-        &p,
-        &p.spec.as_ref().unwrap().containers[0],
-        0,
-        &volumes(dir.path()),
-        &e.client,
-        &node(dir.path()),
-    )
-    .await
-    .unwrap();
+    let c = first_container_config(&e, &p, dir.path()).await.unwrap();
     let env = env_of(&c);
     assert_eq!(get(&env, "KUBERNETES_SERVICE_HOST"), Some("10.43.0.1"));
     assert_eq!(get(&env, "MY_DB_SERVICE_HOST"), None);
@@ -173,16 +171,7 @@ async fn service_links_off_keeps_the_kubernetes_service() {
 async fn config_error(e: &Env, env: serde_json::Value) -> ConfigError {
     let dir = tempfile::tempdir().unwrap();
     let p = pod(json!({"containers": [{"name": "app", "image": "busybox", "env": env}]}));
-    container_config::container_config(
-        &p,
-        &p.spec.as_ref().unwrap().containers[0],
-        0,
-        &volumes(dir.path()),
-        &e.client,
-        &node(dir.path()),
-    )
-    .await
-    .unwrap_err()
+    first_container_config(e, &p, dir.path()).await.unwrap_err()
 }
 
 #[tokio::test]
@@ -216,16 +205,7 @@ async fn optional_references_are_not_errors() {
         {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "absent", "optional": true}}},
         {"name": "D", "value": "kept"}
     ]}]}));
-    let c = container_config::container_config(
-        &p,
-        &p.spec.as_ref().unwrap().containers[0],
-        0,
-        &volumes(dir.path()),
-        &e.client,
-        &node(dir.path()),
-    )
-    .await
-    .unwrap();
+    let c = first_container_config(&e, &p, dir.path()).await.unwrap();
     let env = env_of(&c);
     assert_eq!(get(&env, "A"), None);
     assert_eq!(get(&env, "B"), None);
@@ -399,29 +379,10 @@ async fn security_resources_mounts_and_termination_message() {
 async fn burstable_and_best_effort_scores() {
     let e = env().await;
     let dir = tempfile::tempdir().unwrap();
-    let n = node(dir.path());
     let p = pod(json!({"containers": [{"name": "a", "image": "busybox"}]}));
-    let c = container_config::container_config(
-        &p,
-        &p.spec.as_ref().unwrap().containers[0],
-        0,
-        &volumes(dir.path()),
-        &e.client,
-        &n,
-    )
-    .await
-    .unwrap();
+    let c = first_container_config(&e, &p, dir.path()).await.unwrap();
     assert_eq!(c.spec.oom_score_adj, Some(1000));
     let p = pod(json!({"containers": [{"name": "a", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}));
-    let c = container_config::container_config(
-        &p,
-        &p.spec.as_ref().unwrap().containers[0],
-        0,
-        &volumes(dir.path()),
-        &e.client,
-        &n,
-    )
-    .await
-    .unwrap();
+    let c = first_container_config(&e, &p, dir.path()).await.unwrap();
     assert_eq!(c.spec.oom_score_adj, Some(999), "Burstable without a memory request");
 }

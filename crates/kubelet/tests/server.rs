@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 mod server_support;
-use server_support::TestRuntime;
+use server_support::{TestRuntime, pod_server};
 
 // ---------------------------------------------------------------------------------------------------
 // A running kubelet server and TLS clients.
@@ -431,27 +431,6 @@ async fn spdy_exec_writes_output_and_the_status_on_the_error_stream() {
     assert_eq!(status["details"]["causes"][0]["message"], "2");
 }
 
-/// A TCP server on 127.0.0.1 that greets, then echoes what it reads until EOF.
-async fn pod_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                s.write_all(b"hello from pod\n").await.unwrap();
-                let mut buf = [0u8; 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => s.write_all(&buf[..n]).await.unwrap(),
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 /// Opens a forwarded connection to `port` (request 0), sends `ping` and half-closes; returns what came back
 /// on the data and error streams.
 async fn forward_once<R, W>(r: &mut FrameReader<R>, wr: &mut W, port: u16) -> (String, String)
@@ -497,10 +476,8 @@ where
     (text(3), text(1))
 }
 
-#[tokio::test]
-async fn spdy_port_forward_splices_a_pod_connection() {
-    let h = start().await;
-    let port = pod_server().await;
+/// Upgrades to SPDY port-forwarding of pod default/web and forwards one connection to `port`: (data, error).
+async fn spdy_forward_once(h: &Harness, port: u16) -> (String, String) {
     let (tls, head) = raw_upgrade(
         &h,
         "POST /portForward/default/web HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
@@ -510,7 +487,14 @@ async fn spdy_port_forward_splices_a_pod_connection() {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let (rd, mut wr) = tokio::io::split(tls);
     let mut r = FrameReader::new(rd);
-    let (data, err) = forward_once(&mut r, &mut wr, port).await;
+    forward_once(&mut r, &mut wr, port).await
+}
+
+#[tokio::test]
+async fn spdy_port_forward_splices_a_pod_connection() {
+    let h = start().await;
+    let port = pod_server().await;
+    let (data, err) = spdy_forward_once(&h, port).await;
     assert_eq!(data, "hello from pod\nping");
     assert_eq!(err, "");
 }
@@ -520,16 +504,7 @@ async fn port_forward_to_a_closed_port_reports_on_the_error_stream() {
     let h = start().await;
     // A port nothing listens on: bind, note it, close.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let (tls, head) = raw_upgrade(
-        &h,
-        "POST /portForward/default/web HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n",
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let (rd, mut wr) = tokio::io::split(tls);
-    let mut r = FrameReader::new(rd);
-    let (data, err) = forward_once(&mut r, &mut wr, port).await;
+    let (data, err) = spdy_forward_once(&h, port).await;
     assert_eq!(data, "");
     assert!(err.contains(&format!("error forwarding port {port} to pod default/web, uid uid-web")), "{err}");
 }

@@ -14,9 +14,8 @@ use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use server_support::TestRuntime;
-use skiff_apiserver::{ApiServer, Config, KubeletClientConfig, UserInfo};
-use skiff_registry::{Registry, RegistryConfig};
+use server_support::{TestRuntime, pod_server};
+use skiff_apiserver::{Config, KubeletClientConfig, UserInfo};
 use skiff_runtime::cri::ContainerState;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,26 +83,13 @@ async fn cluster() -> Cluster {
     tokio::spawn(skiff_kubelet::server::run_on(kubelet_listener, config, deps, shutdown.clone()));
 
     // The API server, with the kubelet client certificate.
-    let backend = Arc::new(skiff_store::memory::MemoryBackend::new());
-    let registry = Arc::new(Registry::new(backend, None, RegistryConfig::default()));
     let client = KubeletClientConfig {
         ca_pem: ca.cert_pem().to_string(),
         cert_pem: kubelet_client.read_cert_pem().unwrap(),
         key_pem: kubelet_client.read_key_pem().unwrap(),
     };
-    let server = ApiServer::new(
-        Config { kubelet_client: Some(client), ..Config::default() },
-        registry.clone(),
-        Arc::new(skiff_api::openapi::Schemas::load()),
-        Arc::new(skiff_api::protobuf::ProtobufDecoder::load().unwrap()),
-        shutdown.clone(),
-    );
-    skiff_apiserver::bootstrap::ensure_builtin_objects(
-        &registry,
-        &skiff_apiserver::bootstrap::Bootstrap { service_ip: "10.43.0.1".into(), endpoint_ip: "127.0.0.1".into(), port: 6443 },
-    )
-    .await
-    .unwrap();
+    let config = Config { kubelet_client: Some(client), ..Config::default() };
+    let (server, _registry) = skiff_apiserver::testing::api_server(config, shutdown.clone()).await;
     let tls = skiff_apiserver::tls::server_config(&api_serving.cert, &api_serving.key, &ca.paths().cert).unwrap();
     let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_port = api_listener.local_addr().unwrap().port();
@@ -218,26 +204,6 @@ async fn kubectl_exec_over_websocket_and_spdy() {
     assert_eq!((code, out.as_str()), (4, "over spdy\n"), "{err}");
     let (code, out, err) = c.run(&["exec", "-i", "web", "--", "cat"], &spdy, Some(b"spdy stdin\n")).await;
     assert_eq!((code, out.as_str()), (0, "spdy stdin\n"), "{err}");
-}
-
-/// A server in the "pod" (on 127.0.0.1) that greets and echoes.
-async fn pod_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(b"hello from pod\n").await;
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 async fn port_forward(c: &Cluster, env: &[(&str, &str)]) {

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use skiff_runtime::cri::*;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 pub struct TestRuntime {
     pub log_dir: PathBuf,
@@ -174,3 +175,23 @@ impl RuntimeService for TestRuntime {
     }
 }
 
+/// A server in the "pod" on 127.0.0.1 (where port-forward connects): greets with `hello from pod\n`, then
+/// echoes what it reads until EOF. Returns its port.
+pub async fn pod_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"hello from pod\n").await;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
