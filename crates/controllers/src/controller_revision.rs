@@ -14,6 +14,11 @@ use crate::pod_util::{controller_ref, is_controlled_by};
 /// The label with a revision's hash (DaemonSet pods) or name (StatefulSet pods).
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 
+/// The `controller-revision-hash` label of an object (a pod, or a revision itself).
+pub fn revision_label(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str)
+}
+
 /// FNV-1a over the template's JSON and the collision count, encoded as upstream encodes hashes (its decimal
 /// digits mapped into the safe alphabet). Not byte-identical to Go's hash of the Go struct, but as stable.
 pub fn hash_template(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {

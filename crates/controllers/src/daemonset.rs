@@ -151,11 +151,7 @@ fn error_policy(_ds: Arc<DaemonSet>, err: &Error, _state: Arc<State>) -> Action 
 }
 
 fn pod_hash(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .labels
-        .as_ref()?
-        .get(REVISION_HASH_LABEL)
-        .map(String::as_str)
+    controller_revision::revision_label(&pod.metadata)
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -235,13 +231,7 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
         &mut collision_count,
     )
     .await?;
-    let hash = cur
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(REVISION_HASH_LABEL))
-        .cloned()
-        .unwrap_or_default();
+    let hash = controller_revision::revision_label(&cur.metadata).unwrap_or_default().to_string();
 
     // Pods by the node they are for.
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
@@ -461,12 +451,8 @@ async fn reconcile(cached: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Err
     // History beyond revisionHistoryLimit, keeping revisions that pods still run.
     let mut live: Vec<String> = vec![cur.name_any()];
     for rev in &revisions {
-        let h = rev
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REVISION_HASH_LABEL));
-        if pods.iter().any(|p| pod_hash(p) == h.map(String::as_str)) {
+        let h = controller_revision::revision_label(&rev.metadata);
+        if pods.iter().any(|p| pod_hash(p) == h) {
             live.push(rev.name_any());
         }
     }

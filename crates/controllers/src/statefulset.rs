@@ -120,11 +120,7 @@ fn is_healthy(pod: &Pod) -> bool {
 }
 
 fn pod_revision(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .labels
-        .as_ref()?
-        .get(REVISION_HASH_LABEL)
-        .map(String::as_str)
+    controller_revision::revision_label(&pod.metadata)
 }
 
 /// The ordinal of a pod named `<set>-<i>`.
