@@ -71,12 +71,7 @@ impl Node {
             .prefix("skiff-oci-")
             .tempdir()
             .unwrap();
-        let image = testing::busybox_image(&dir.path().join("image")).unwrap();
-        let images = Arc::new(ImageStore::open(&dir.path().join("agent/images")).unwrap());
-        images.import_archive(&image.oci_archive).unwrap();
-        let root = dir.path().join(root);
-        let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
-        cni.bridge = "skiff-t0".into();
+        let images = busybox_store(&dir.path().join("image"), &dir.path().join("agent/images"));
         let cgroup_parent = Cgroups::detect().unwrap().own_cgroup().join(format!(
             "skiff-test-{}",
             dir.path()
@@ -85,16 +80,7 @@ impl Node {
                 .to_string_lossy()
                 .trim_start_matches("skiff-oci-")
         ));
-        let config = OciConfig {
-            root,
-            runc: PathBuf::from("runc"),
-            shim: ShimCommand {
-                exe: PathBuf::from(env!("CARGO_BIN_EXE_skiff-shim")),
-                prefix: vec![],
-            },
-            cni,
-            cgroup_parent,
-        };
+        let config = oci_config(dir.path().join(root), cgroup_parent);
         let runtime = OciRuntime::new(config.clone(), images.clone()).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -164,6 +150,30 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// An image store at `store` holding the test busybox image (built under `image_dir`).
+fn busybox_store(image_dir: &Path, store: &Path) -> Arc<ImageStore> {
+    let image = testing::busybox_image(image_dir).unwrap();
+    let images = Arc::new(ImageStore::open(store).unwrap());
+    images.import_archive(&image.oci_archive).unwrap();
+    images
+}
+
+/// The runtime settings of a test node: root `root`, the test's bridge and pod CIDR, the built skiff-shim.
+fn oci_config(root: PathBuf, cgroup_parent: PathBuf) -> OciConfig {
+    let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
+    cni.bridge = "skiff-t0".into();
+    OciConfig {
+        root,
+        runc: PathBuf::from("runc"),
+        shim: ShimCommand {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_skiff-shim")),
+            prefix: vec![],
+        },
+        cni,
+        cgroup_parent,
     }
 }
 
@@ -861,23 +871,8 @@ fn agent_process_for_the_kill_9_test() {
             .expect("run by kill_9_of_the_agent_leaves_containers_running"),
     );
     let cgroup_parent = PathBuf::from(std::env::var("SKIFF_TEST_AGENT_CGROUP").unwrap());
-    let image = testing::busybox_image(&dir.join("child-image")).unwrap();
-    let images = Arc::new(ImageStore::open(&dir.join("child-images")).unwrap());
-    images.import_archive(&image.oci_archive).unwrap();
-    let root = dir.join("agent");
-    let mut cni = NetworkConfig::new(&root, "10.244.9.0/24").unwrap();
-    cni.bridge = "skiff-t0".into();
-    let config = OciConfig {
-        root,
-        runc: PathBuf::from("runc"),
-        shim: ShimCommand {
-            exe: PathBuf::from(env!("CARGO_BIN_EXE_skiff-shim")),
-            prefix: vec![],
-        },
-        cni,
-        cgroup_parent,
-    };
-    let runtime = OciRuntime::new(config, images).unwrap();
+    let images = busybox_store(&dir.join("child-image"), &dir.join("child-images"));
+    let runtime = OciRuntime::new(oci_config(dir.join("agent"), cgroup_parent), images).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -29,6 +29,7 @@ fn other(e: impl std::fmt::Display) -> RuntimeError {
 /// The exit status runc uses for its own failures (`runc exec failed: ...`).
 const RUNC_FAILED: i32 = 255;
 
+#[derive(Clone)]
 struct Prepared {
     runc: PathBuf,
     runc_root: PathBuf,
@@ -183,30 +184,13 @@ pub(crate) async fn exec(
     r.map(|(session, _)| session)
 }
 
-fn exec_pipes(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())> {
-    let mut c = p.command(false);
-    let pipe_or_null = |b: bool| if b { Stdio::piped() } else { Stdio::null() };
-    c.stdin(pipe_or_null(options.stdin))
-        .stdout(pipe_or_null(options.stdout))
-        .stderr(pipe_or_null(options.stderr));
-    let mut child = c
-        .spawn()
-        .map_err(|e| other(format!("run runc exec: {e}")))?;
-    let mut session = StreamSession {
-        stdin: child.stdin.take().map(|s| Box::pin(s) as _),
-        stdout: child.stdout.take().map(|s| Box::pin(s) as _),
-        stderr: child.stderr.take().map(|s| Box::pin(s) as _),
-        resize: None,
-        exit: Box::pin(async { Ok(0) }),
-    };
-    let files = Prepared {
-        runc: p.runc.clone(),
-        runc_root: p.runc_root.clone(),
-        id: p.id.clone(),
-        process_file: p.process_file.clone(),
-        log_file: p.log_file.clone(),
-    };
-    session.exit = Box::pin(async move {
+/// Waits for a streaming `runc exec`: the process's exit code, or an error with runc's own failure; the
+/// exec's files are removed either way.
+fn wait_exec(
+    mut child: tokio::process::Child,
+    files: Prepared,
+) -> Pin<Box<dyn std::future::Future<Output = Result<i32>> + Send>> {
+    Box::pin(async move {
         let status = child
             .wait()
             .await
@@ -220,7 +204,25 @@ fn exec_pipes(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, (
         });
         files.cleanup();
         r
-    });
+    })
+}
+
+fn exec_pipes(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())> {
+    let mut c = p.command(false);
+    let pipe_or_null = |b: bool| if b { Stdio::piped() } else { Stdio::null() };
+    c.stdin(pipe_or_null(options.stdin))
+        .stdout(pipe_or_null(options.stdout))
+        .stderr(pipe_or_null(options.stderr));
+    let mut child = c
+        .spawn()
+        .map_err(|e| other(format!("run runc exec: {e}")))?;
+    let session = StreamSession {
+        stdin: child.stdin.take().map(|s| Box::pin(s) as _),
+        stdout: child.stdout.take().map(|s| Box::pin(s) as _),
+        stderr: child.stderr.take().map(|s| Box::pin(s) as _),
+        resize: None,
+        exit: wait_exec(child, p.clone()),
+    };
     Ok((session, ()))
 }
 
@@ -278,7 +280,7 @@ fn exec_tty(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())
             Ok(())
         });
     }
-    let mut child = c
+    let child = c
         .spawn()
         .map_err(|e| other(format!("run runc exec: {e}")))?;
     drop(c);
@@ -292,33 +294,12 @@ fn exec_tty(p: &Prepared, options: &StreamOptions) -> Result<(StreamSession, ())
             crate::shim::set_window_size(resize_fd.as_raw_fd(), size.width, size.height);
         }
     });
-    let files = Prepared {
-        runc: p.runc.clone(),
-        runc_root: p.runc_root.clone(),
-        id: p.id.clone(),
-        process_file: p.process_file.clone(),
-        log_file: p.log_file.clone(),
-    };
     let session = StreamSession {
         stdin: options.stdin.then(|| Box::pin(writer) as _),
         stdout: Some(Box::pin(reader)),
         stderr: None,
         resize: Some(resize_tx),
-        exit: Box::pin(async move {
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| other(format!("runc exec: {e}")));
-            let r = status.and_then(|s| {
-                let code = exit_code(s);
-                match files.runc_failure(code) {
-                    Some(msg) => Err(other(msg)),
-                    None => Ok(code),
-                }
-            });
-            files.cleanup();
-            r
-        }),
+        exit: wait_exec(child, p.clone()),
     };
     Ok((session, ()))
 }
