@@ -17,6 +17,23 @@ fn node(name: &str, taints: serde_json::Value) -> Node {
     serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "spec": {"taints": taints}})).unwrap()
 }
 
+/// Creates an untainted node.
+async fn add_node(nodes: &Api<Node>, name: &str) {
+    nodes.create(&PostParams::default(), &node(name, serde_json::json!([]))).await.unwrap();
+}
+
+/// The DaemonSet `agent` (pods `app=agent`, image `agent:1`) with `updateStrategy` (null: the default).
+fn agent(update_strategy: serde_json::Value) -> DaemonSet {
+    let mut spec = serde_json::json!({
+        "selector": {"matchLabels": {"app": "agent"}},
+        "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
+    });
+    if !update_strategy.is_null() {
+        spec["updateStrategy"] = update_strategy;
+    }
+    serde_json::from_value(serde_json::json!({"metadata": {"name": "agent"}, "spec": spec})).unwrap()
+}
+
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
     support::live_pods(pods, "app=agent").await
 }
@@ -40,10 +57,7 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes
-        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
-        .await
-        .unwrap();
+    add_node(&nodes, "n1").await;
     // Cordoned and not ready: daemon pods tolerate both by default.
     nodes
         .create(
@@ -63,16 +77,9 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
         .await
         .unwrap();
     let controller = Running::spawn(&client, daemonset::run);
-    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "agent"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
-        }
-    }))
-    .unwrap();
-    dss.create(&PostParams::default(), &ds).await.unwrap();
+    dss.create(&PostParams::default(), &agent(serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}})))
+        .await
+        .unwrap();
 
     eventually("a pod on n1 and n2, none on the tainted node", || async {
         nodes_of(&live_pods(&pods).await) == ["n1", "n2"]
@@ -88,10 +95,7 @@ async fn one_pod_per_eligible_node_rolled_one_at_a_time() {
     );
 
     // A node joins: it gets a pod.
-    nodes
-        .create(&PostParams::default(), &node("n3", serde_json::json!([])))
-        .await
-        .unwrap();
+    add_node(&nodes, "n3").await;
     eventually("a pod on the new node", || async {
         nodes_of(&live_pods(&pods).await) == ["n1", "n2", "n3"]
     })
@@ -172,21 +176,11 @@ async fn surge_starts_the_new_pod_before_removing_the_old_one() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes
-        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+    add_node(&nodes, "n1").await;
+    let controller = Running::spawn(&client, daemonset::run);
+    dss.create(&PostParams::default(), &agent(serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})))
         .await
         .unwrap();
-    let controller = Running::spawn(&client, daemonset::run);
-    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "agent"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
-        }
-    }))
-    .unwrap();
-    dss.create(&PostParams::default(), &ds).await.unwrap();
     eventually("a daemon on n1", || async {
         live_pods(&pods).await.len() == 1
     })
@@ -228,10 +222,7 @@ async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes
-        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
-        .await
-        .unwrap();
+    add_node(&nodes, "n1").await;
     let orphan: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "left-behind", "labels": {"app": "agent"}},
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "agent:1"}]}
@@ -239,16 +230,9 @@ async fn an_orphan_daemon_pod_is_adopted_not_doubled() {
     .unwrap();
     pods.create(&PostParams::default(), &orphan).await.unwrap();
     let controller = Running::spawn(&client, daemonset::run);
-    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "agent"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "agent"}},
-            "updateStrategy": {"type": "OnDelete"},
-            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}
-        }
-    }))
-    .unwrap();
-    let ds = dss.create(&PostParams::default(), &ds).await.unwrap();
+    let ds = dss.create(&PostParams::default(), &agent(serde_json::json!({"type": "OnDelete"})))
+        .await
+        .unwrap();
     eventually("the orphan is adopted", || async {
         let p = pods.get("left-behind").await.unwrap();
         p.metadata.owner_references.is_some_and(|r| {
@@ -275,17 +259,11 @@ async fn a_failed_daemon_is_replaced() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
-    nodes
-        .create(&PostParams::default(), &node("n1", serde_json::json!([])))
+    add_node(&nodes, "n1").await;
+    let controller = Running::spawn(&client, daemonset::run);
+    dss.create(&PostParams::default(), &agent(serde_json::json!(null)))
         .await
         .unwrap();
-    let controller = Running::spawn(&client, daemonset::run);
-    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "agent"},
-        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}}
-    }))
-    .unwrap();
-    dss.create(&PostParams::default(), &ds).await.unwrap();
     eventually("a daemon on n1", || async {
         live_pods(&pods).await.len() == 1
     })
