@@ -298,6 +298,8 @@ impl Drop for Server {
             {
                 eprintln!("skiff killall failed: {}", String::from_utf8_lossy(&o.stderr));
             }
+            let bridge = self.base.iter().skip_while(|a| *a != "--pod-bridge").nth(1).cloned().unwrap_or_default();
+            remove_node_leftovers(self.dir.path(), &bridge);
         }
     }
 }
@@ -355,5 +357,82 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the local end of `kubectl port-forward`).
+pub fn free_local_port() -> u16 {
+    free_port()
+}
+
+impl Server {
+    /// A `kubectl` command against this server, not started: for processes that run beside the test
+    /// (`logs -f`, `port-forward`) or need their own stdio.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join(format!("kube-cache-{KUBECTL}")))
+            .args(args)
+            .env_remove("KUBECONFIG");
+        cmd
+    }
+
+    /// The same kubectl command as one shell line (for `script -qec LINE /dev/null`, which gives it a TTY).
+    pub fn kubectl_shell_line(&self, args: &[&str]) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let mut words = vec![KUBECTL.to_string(), "--kubeconfig".into(), quote(&self.kubeconfig.to_string_lossy())];
+        words.push("--cache-dir".into());
+        words.push(quote(&self.dir.path().join(format!("kube-cache-{KUBECTL}")).to_string_lossy()));
+        words.extend(args.iter().map(|a| quote(a)));
+        words.join(" ")
+    }
+
+    /// The events about object `name` (`kubectl get events --field-selector involvedObject.name=NAME`).
+    pub fn events_of(&self, name: &str) -> Vec<serde_json::Value> {
+        let v = self.get_json(&["events", "--field-selector", &format!("involvedObject.name={name}")]);
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// What `skiff killall` should have removed, removed again if it did not (a failed or crashed run must not
+/// leave anything behind for the next): processes started from `data_dir` (shims, whose arguments name their
+/// bundle there) or running in a root file system under it (containers), every mount under it (root file
+/// systems, namespace files, emptyDirs; deepest first and detached, so that removing the directory afterwards
+/// never reaches through a mount), and the pod `bridge`. Prints what it had to remove.
+pub fn remove_node_leftovers(data_dir: &Path, bridge: &str) {
+    let dir = data_dir.to_string_lossy().to_string();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+        let started_here = args.iter().any(|a| a.starts_with(&dir)) && args.iter().any(|a| a == "shim");
+        let root = std::fs::read_link(entry.path().join("root")).unwrap_or_default();
+        if started_here || root.starts_with(data_dir) {
+            eprintln!("e2e cleanup: killing leftover process {pid} ({})", args.join(" "));
+            unsafe_kill(pid.parse().unwrap(), "KILL");
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| Path::new(m).starts_with(data_dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in &mounts {
+        eprintln!("e2e cleanup: unmounting leftover {m}");
+        let _ = Command::new("umount").arg("-l").arg(m).stderr(Stdio::null()).status();
+    }
+    let shown = Command::new("ip").args(["link", "show", bridge]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if shown.is_ok_and(|s| s.success()) {
+        eprintln!("e2e cleanup: deleting leftover bridge {bridge}");
+        let _ = Command::new("ip").args(["link", "delete", bridge]).status();
     }
 }
