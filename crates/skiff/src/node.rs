@@ -121,6 +121,7 @@ pub async fn run(settings: NodeSettings, client: kube::Client, shutdown: Cancell
         cidr = wait_for_pod_cidr(&client, &settings) => cidr?,
     };
     tracing::info!(node = %settings.node_name, %pod_cidr, "node has its pod CIDR");
+    enable_ip_forwarding(std::path::Path::new(IP_FORWARD));
 
     let store = Arc::new(skiff_runtime::image::ImageStore::open(&agent_dir.join("images")).context("failed to open the image store")?);
     let registries = match &settings.registries {
@@ -159,6 +160,21 @@ pub async fn run(settings: NodeSettings, client: kube::Client, shutdown: Cancell
     result.context("the kubelet stopped")
 }
 
+/// The IPv4 forwarding switch.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Turns IPv4 forwarding on when it is off, as k3s's agent does: pods reach other nodes' pods and the
+/// world only through the host's routing. A failure is logged, not fatal (pods on this node still work).
+fn enable_ip_forwarding(switch: &std::path::Path) {
+    match std::fs::read_to_string(switch) {
+        Ok(v) if v.trim() == "1" => {}
+        _ => match std::fs::write(switch, "1") {
+            Ok(()) => tracing::info!(path = %switch.display(), "turned on IPv4 forwarding for the pod network"),
+            Err(e) => tracing::warn!(path = %switch.display(), error = %e, "failed to turn on IPv4 forwarding: pods cannot reach other nodes"),
+        },
+    }
+}
+
 /// Registers the node if it does not exist yet (the kubelet fills it in) and waits until node IPAM gave it
 /// a pod CIDR.
 async fn wait_for_pod_cidr(client: &kube::Client, settings: &NodeSettings) -> anyhow::Result<String> {
@@ -187,6 +203,18 @@ async fn wait_for_pod_cidr(client: &kube::Client, settings: &NodeSettings) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_forwarding_is_turned_on_when_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("ip_forward");
+        std::fs::write(&switch, "0\n").unwrap();
+        enable_ip_forwarding(&switch);
+        assert_eq!(std::fs::read_to_string(&switch).unwrap(), "1");
+        std::fs::write(&switch, "1\n").unwrap();
+        enable_ip_forwarding(&switch);
+        assert_eq!(std::fs::read_to_string(&switch).unwrap(), "1\n", "left alone when already on");
+    }
 
     #[test]
     fn labels_and_taints_parse_with_clear_errors() {
