@@ -400,7 +400,8 @@ impl Server {
 /// leave anything behind for the next): processes started from `data_dir` (shims, whose arguments name their
 /// bundle there) or running in a root file system under it (containers), every mount under it (root file
 /// systems, namespace files, emptyDirs; deepest first and detached, so that removing the directory afterwards
-/// never reaches through a mount), and the pod `bridge`. Prints what it had to remove.
+/// never reaches through a mount), the pod `bridge`, and the pods' cgroups (with any process left in them).
+/// Prints what it had to remove.
 pub fn remove_node_leftovers(data_dir: &Path, bridge: &str) {
     let dir = data_dir.to_string_lossy().to_string();
     let me = std::process::id().to_string();
@@ -416,6 +417,15 @@ pub fn remove_node_leftovers(data_dir: &Path, bridge: &str) {
         if started_here || root.starts_with(data_dir) {
             eprintln!("e2e cleanup: killing leftover process {pid} ({})", args.join(" "));
             unsafe_kill(pid.parse().unwrap(), "KILL");
+        }
+    }
+    let pod_cgroups = pod_cgroups_of(data_dir);
+    for cgroup in &pod_cgroups {
+        for procs in walk_dirs(cgroup, 4).iter().map(|d| d.join("cgroup.procs")) {
+            for pid in std::fs::read_to_string(&procs).unwrap_or_default().lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+                eprintln!("e2e cleanup: killing leftover container process {pid} in {}", procs.display());
+                unsafe_kill(pid, "KILL");
+            }
         }
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -435,4 +445,49 @@ pub fn remove_node_leftovers(data_dir: &Path, bridge: &str) {
         eprintln!("e2e cleanup: deleting leftover bridge {bridge}");
         let _ = Command::new("ip").args(["link", "delete", bridge]).status();
     }
+    for cgroup in &pod_cgroups {
+        let mut dirs = walk_dirs(cgroup, 4);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        eprintln!("e2e cleanup: removing leftover cgroup {}", cgroup.display());
+        for d in dirs {
+            // A killed process leaves its cgroup a moment later.
+            for _ in 0..20 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The cgroups (`.../kubepods/pod<uid>` in every hierarchy under /sys/fs/cgroup) of the pods whose
+/// directories are under `data_dir/agent/pods`.
+fn pod_cgroups_of(data_dir: &Path) -> Vec<PathBuf> {
+    let uids: Vec<String> = std::fs::read_dir(data_dir.join("agent").join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| format!("pod{}", e.file_name().to_string_lossy()))
+        .collect();
+    if uids.is_empty() {
+        return Vec::new();
+    }
+    walk_dirs(Path::new("/sys/fs/cgroup"), 6)
+        .into_iter()
+        .filter(|d| d.file_name().is_some_and(|n| uids.iter().any(|u| n.to_string_lossy() == *u)))
+        .collect()
+}
+
+/// `dir` and the directories under it, down to `depth` levels (symbolic links not followed).
+fn walk_dirs(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if depth > 0 {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk_dirs(&e.path(), depth - 1));
+            }
+        }
+    }
+    out
 }
