@@ -205,6 +205,10 @@ spec:
         );
     }
 
+    // --limit-bytes and --since.
+    assert_eq!(s.ok(&["logs", "follow", "--limit-bytes=9"]), "line 1\nli");
+    assert!(s.ok(&["logs", "follow", "--since=1h"]).starts_with("line 1\nline 2\n"));
+
     // -f: prints what is there, follows new lines, and ends when the container exits.
     let mut follow = Lines::spawn(s.kubectl_command(&["logs", "-f", "follow"]));
     follow.wait_for("line 10", Duration::from_secs(20));
@@ -336,6 +340,15 @@ spec:
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    // Connections at the same time, each its own stream.
+    let parallel: Vec<_> = (0..5)
+        .map(|_| std::process::Command::new("curl").args(["-sf", "--max-time", "20", &url]).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    for curl in parallel {
+        let out = curl.wait_with_output().unwrap();
+        assert!(out.status.success(), "a concurrent request through the forward failed: {}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "served-by-busybox-httpd\n");
+    }
     assert!(forward.child.try_wait().unwrap().is_none(), "kubectl port-forward keeps running");
 }
 
