@@ -7,10 +7,12 @@
 //! `--node-ip` (default 127.0.0.1) is what it advertises.
 //!
 //! `skiff-bench scheduler-perf [...]` runs the scheduler workloads on hollow nodes instead (`hollow_perf.rs`).
+//! `skiff-bench podstart [...]` measures pod start latency on the real node agent (`podstart.rs`).
 
 mod client;
 mod hollow;
 mod hollow_perf;
+mod podstart;
 mod process;
 mod report;
 mod workload;
@@ -102,6 +104,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("scheduler-perf") {
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
         return runtime.block_on(hollow_perf::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("podstart") {
+        return runtime.block_on(podstart::main(&args[1..]));
     }
     let options = parse_options()?;
     runtime.block_on(async {
