@@ -69,6 +69,14 @@ fn container_status(pod: &serde_json::Value, name: &str) -> Option<serde_json::V
         .cloned()
 }
 
+/// The READY, STATUS and RESTARTS columns of `kubectl get pod NAME` (the server-side table).
+fn get_columns(s: &Server, pod: &str) -> (String, String, String) {
+    let out = s.ok(&["get", "pod", pod, "--no-headers"]);
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert!(cols.len() >= 5 && cols[0] == pod, "kubectl get pod {pod}: {out}");
+    (cols[1].to_string(), cols[2].to_string(), cols[3].to_string())
+}
+
 fn condition(pod: &serde_json::Value, kind: &str) -> Option<String> {
     pod["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).and_then(|c| c["status"].as_str()).map(str::to_string)
 }
@@ -478,6 +486,9 @@ spec:
     assert!(c["restartCount"].as_i64().unwrap() > count_at_10s, "restartCount grows: {c}");
     assert_eq!(pod["status"]["phase"], "Running", "a restarting pod stays Running: {pod}");
     assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    let (ready, status, restarts) = get_columns(&s, "crasher");
+    assert_eq!((ready.as_str(), status.as_str()), ("0/1", "CrashLoopBackOff"), "kubectl get pod crasher");
+    assert!(restarts.parse::<i64>().is_ok_and(|r| r >= 2), "RESTARTS column: {restarts}");
     let describe = s.ok(&["describe", "pod", "crasher"]);
     assert!(describe.contains("CrashLoopBackOff") && describe.contains("Back-off restarting failed container boom"), "{describe}");
 }
@@ -555,12 +566,14 @@ spec:
     assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"), "{pod}");
     assert_eq!(condition(&pod, "ContainersReady").as_deref(), Some("False"), "{pod}");
     assert_eq!(container_status(&pod, "main").unwrap()["ready"], false);
+    assert_eq!(get_columns(&s, "gated").0, "0/1");
 
     s.ok(&["exec", "gated", "--", "touch", "/tmp/ready"]);
     wait_running(&s, "gated");
     let pod = s.get_json(&["pod", "gated"]);
     assert_eq!(container_status(&pod, "main").unwrap()["ready"], true, "{pod}");
     assert_eq!(condition(&pod, "ContainersReady").as_deref(), Some("True"), "{pod}");
+    assert_eq!(get_columns(&s, "gated").0, "1/1");
 
     // And back: not ready once the file goes, without a restart.
     s.ok(&["exec", "gated", "--", "rm", "/tmp/ready"]);
@@ -571,12 +584,7 @@ spec:
     assert_eq!(container_status(&pod, "main").unwrap()["restartCount"], 0, "readiness never restarts: {pod}");
 }
 
-#[test]
-fn a_memory_hog_is_oom_killed() {
-    let s = Server::start_node();
-    apply(
-        &s,
-        r#"
+const HOG: &str = r#"
 apiVersion: v1
 kind: Pod
 metadata: {name: hog}
@@ -589,8 +597,12 @@ spec:
     command: ["sh", "-c", "echo eating; tail /dev/zero"]
     resources:
       limits: {memory: 20Mi}
-"#,
-    );
+"#;
+
+#[test]
+fn a_memory_hog_is_oom_killed() {
+    let s = Server::start_node();
+    apply(&s, HOG);
     let c = eventually("the OOM-killed instance in lastState", Duration::from_secs(90), || {
         let p = s.get_json(&["pod", "hog"]);
         let c = container_status(&p, "main")?;
@@ -602,6 +614,14 @@ spec:
     assert!(c["restartCount"].as_i64() >= Some(1), "restartPolicy Always restarts it: {c}");
     let describe = s.ok(&["describe", "pod", "hog"]);
     assert!(describe.contains("OOMKilled") && describe.contains("137"), "{describe}");
+
+    // With restartPolicy Never the pod fails, and the reason stays in the current state.
+    apply(&s, &HOG.replace("name: hog", "name: hog-never").replace("restartPolicy: Always", "restartPolicy: Never"));
+    let p = wait_phase(&s, "hog-never", "Failed", Duration::from_secs(90));
+    let c = container_status(&p, "main").unwrap();
+    assert_eq!(c["state"]["terminated"]["reason"], "OOMKilled", "{p}");
+    assert_eq!(c["state"]["terminated"]["exitCode"], 137, "{p}");
+    assert_eq!(get_columns(&s, "hog-never").1, "OOMKilled");
 }
 
 #[test]
@@ -669,6 +689,7 @@ fn restart_policies_never_and_on_failure_end_in_succeeded_or_failed() {
         assert_eq!(c["restartCount"], 0, "{p}");
         assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "{p}");
         assert_eq!(s.ok(&["logs", name]), "ok\n");
+        assert_eq!(get_columns(&s, name), ("0/1".into(), "Completed".into(), "0".into()), "kubectl get pod {name}");
     }
     let p = wait_phase(&s, "fails-never", "Failed", Duration::from_secs(60));
     let c = container_status(&p, "main").unwrap();
@@ -676,6 +697,7 @@ fn restart_policies_never_and_on_failure_end_in_succeeded_or_failed() {
     assert_eq!(c["state"]["terminated"]["exitCode"], 3, "{p}");
     assert_eq!(c["restartCount"], 0, "{p}");
     assert_eq!(s.ok(&["logs", "fails-never"]), "bad\n");
+    assert_eq!(get_columns(&s, "fails-never"), ("0/1".into(), "Error".into(), "0".into()), "kubectl get pod fails-never");
     // Finished pods stay finished.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(s.get_json(&["pod", "fails-never"])["status"]["phase"], "Failed");
