@@ -298,6 +298,23 @@ fn exec_with_a_tty_and_with_stdin() {
     assert!(text.contains("\r\n"), "a TTY turns \\n into \\r\\n: {text:?}");
     assert_eq!(out.status.code(), Some(5), "the exit code comes back through kubectl exec -it: {text:?} {}", String::from_utf8_lossy(&out.stderr));
 
+    // Typing into the terminal: an interactive shell reads the lines and its exit code comes back.
+    let line = s.kubectl_shell_line(&["exec", "-it", "shell", "--", "sh"]);
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    script.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = script.spawn().expect("script starts");
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(b"echo typed-$((40+2))\nexit 4\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("typed-42"), "the shell ran the typed line: {text:?} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{text:?} {}", String::from_utf8_lossy(&out.stderr));
+
     // Without -t there is no terminal.
     let out = s.kubectl(&["exec", "shell", "--", "sh", "-c", "busybox tty; exit 0"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "not a tty");
