@@ -19,3 +19,4 @@ pub mod daemonset;
 pub mod controller_revision;
 pub mod statefulset;
 pub mod podgc;
+pub mod namespace;

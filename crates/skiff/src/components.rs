@@ -58,7 +58,7 @@ pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig
 
 fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
     use skiff_controllers::context::Context;
-    use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
+    use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, namespace, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
     let ctx = Context::new(client);
     let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
     let lifecycle = node_lifecycle::NodeLifecycleConfig { grace_period: config.node_monitor_grace_period, ..Default::default() };
@@ -66,6 +66,7 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
         spawn("node-ipam", node_ipam::run(ctx.clone(), ipam, shutdown.clone())),
         spawn("node-lifecycle", node_lifecycle::run(ctx.clone(), lifecycle, shutdown.clone())),
         spawn("serviceaccount", serviceaccount::run(ctx.clone(), shutdown.clone())),
+        spawn("namespace", namespace::run(ctx.clone(), shutdown.clone())),
         spawn("garbage-collector", garbage_collector::run(ctx.clone(), shutdown.clone())),
         spawn("replicaset", replicaset::run(ctx.clone(), shutdown.clone())),
         spawn("deployment", deployment::run(ctx.clone(), shutdown.clone())),

@@ -80,7 +80,17 @@ impl Server {
     }
 
     pub fn start_node_with(extra: &[&str]) -> Server {
+        Self::start_node_with_images(extra, &[])
+    }
+
+    /// [`Server::start_node_with`], with the busybox test image also imported under each name in `images`
+    /// (e.g. `busybox:rolled`, a second image to roll a Deployment to) before the server starts.
+    pub fn start_node_with_images(extra: &[&str], images: &[&str]) -> Server {
         require_node_environment();
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
+        for name in images {
+            import_test_image(dir.path(), name);
+        }
         let port = free_port();
         let kubelet_port = free_port();
         let base = vec![
@@ -93,7 +103,19 @@ impl Server {
             "--cluster-cidr".into(),
             format!("10.{}.0.0/16", 100 + port % 150),
         ];
-        Self::start_in(tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap(), port, base, true, extra)
+        Self::start_in(dir, port, base, true, extra)
+    }
+
+    /// The name of this server's own node (servers from [`Server::start_node`]).
+    pub fn node_name(&self) -> String {
+        format!("node-{}", self.port)
+    }
+
+    /// The join token agents need (`skiff token`).
+    pub fn token(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff")).arg("token").arg("--data-dir").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "skiff token failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     fn start_configured(base: Vec<String>, agent: bool, extra: &[&str]) -> Server {
@@ -300,6 +322,79 @@ impl Drop for Server {
             }
             let bridge = self.base.iter().skip_while(|a| *a != "--pod-bridge").nth(1).cloned().unwrap_or_default();
             remove_node_leftovers(self.dir.path(), &bridge);
+        }
+    }
+}
+
+/// Imports the busybox test image under `name` into the node image store under `data_dir` (before the
+/// server or agent using it starts).
+pub fn import_test_image(data_dir: &Path, name: &str) {
+    let build = data_dir.join(format!("test-image-{}", name.replace(['/', ':'], "_")));
+    let image = skiff_runtime::testing::build_busybox_image(&build, name).expect("the busybox test image builds");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["image", "import", "--data-dir"]).arg(data_dir).arg(&image.docker_archive).output().unwrap();
+    assert!(out.status.success(), "skiff image import of {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A second node: `skiff agent` joined to a [`Server`] with its own data dir, kubelet port and pod bridge
+/// (the busybox test image imported first). Dropping it kills the agent and runs `skiff killall` on its
+/// data dir, which removes the pods it left running.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub node_name: String,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(server: &Server, node_name: &str, extra: &[&str]) -> Agent {
+        require_node_environment();
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-agent-").tempdir().unwrap();
+        import_test_image(dir.path(), skiff_runtime::testing::BUSYBOX_TEST_IMAGE);
+        let kubelet_port = free_port();
+        let log = dir.path().join("agent.log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("agent")
+            .arg("--server")
+            .arg(server.url(""))
+            .arg("--token")
+            .arg(server.token())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--node-name", node_name, "--node-ip", "127.0.0.1", "--kubelet-port", &kubelet_port.to_string()])
+            .arg("--pod-bridge")
+            .arg(format!("sk{kubelet_port}"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("skiff agent starts");
+        Agent { child, dir, node_name: node_name.to_string(), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the agent with SIGKILL (its containers keep running until the guard is dropped).
+    pub fn kill9(&mut self) {
+        unsafe_kill(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe_kill(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff")).arg("killall").arg("--data-dir").arg(self.dir.path()).output();
+        if let Ok(o) = out
+            && !o.status.success()
+        {
+            eprintln!("skiff killall of agent {} failed: {}", self.node_name, String::from_utf8_lossy(&o.stderr));
         }
     }
 }
