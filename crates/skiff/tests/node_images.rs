@@ -284,6 +284,9 @@ fn config_maps_and_secrets_reach_the_pod_and_follow_updates() {
     // A pod whose configMap does not exist yet waits and says which one is missing.
     let waiting_pod = pod("waits", "busybox:test", "Never", "cat /etc/late/key; echo", "    volumeMounts: [{name: late, mountPath: /etc/late}]\n  volumes:\n  - name: late\n    configMap: {name: late-config}\n");
     s.ok_stdin(&["apply", "-f", "-"], &waiting_pod);
+    // So does one whose environment names a missing configMap.
+    let env_pod = pod("needs-env", "busybox:test", "Never", "echo $LATE", "    env:\n    - name: LATE\n      valueFrom: {configMapKeyRef: {name: env-config, key: late}}\n");
+    s.ok_stdin(&["apply", "-f", "-"], &env_pod);
 
     s.ok_stdin(&["apply", "-f", "-"], CONFIG);
     s.ok_stdin(&["apply", "-f", "-"], &pod("configured", "busybox:test", "Never", "true", CONFIGURED));
@@ -305,10 +308,14 @@ fn config_maps_and_secrets_reach_the_pod_and_follow_updates() {
     let describe = s.ok(&["describe", "pod", "waits"]);
     assert!(describe.contains("late-config"), "describe names the missing configMap: {describe}");
 
+    let (_, env_message) = wait_waiting(&s, "needs-env", &["CreateContainerConfigError"], Duration::from_secs(60));
+    assert_eq!(env_message, r#"configmap "env-config" not found"#);
+
     // Update the ConfigMap and create the missing one: the file follows by the ..data swap, the env does not
     // (as upstream), and the waiting pod starts.
     s.ok(&["patch", "configmap", "app-config", "-p", r#"{"data":{"greeting":"hello-2"}}"#]);
     s.ok(&["create", "configmap", "late-config", "--from-literal=key=arrived"]);
+    s.ok(&["create", "configmap", "env-config", "--from-literal=late=in-env"]);
     eventually("the configMap file to follow the update", Duration::from_secs(120), || {
         (exec(&s, "configured", "extra", "cat /etc/cfg/greeting") == "hello-2").then_some(())
     });
@@ -317,6 +324,8 @@ fn config_maps_and_secrets_reach_the_pod_and_follow_updates() {
     assert_eq!(exec(&s, "configured", "extra", "echo $GREETING"), "hello-1", "environment variables are fixed at start");
     wait_running(&s, "waits");
     eventually("the late configMap's content", Duration::from_secs(20), || s.ok(&["logs", "waits"]).contains("arrived").then_some(()));
+    wait_running(&s, "needs-env");
+    eventually("the late environment", Duration::from_secs(20), || s.ok(&["logs", "needs-env"]).contains("in-env").then_some(()));
 }
 
 /// The CRI log file(s) of a pod's container under the local agent's data dir.
