@@ -16,6 +16,12 @@ pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
         println!("nothing to do: {} does not exist", agent.display());
         return Ok(());
     }
+    // The runtime writes the conflist when it starts, before any sandbox exists: without one there is nothing
+    // to remove, and no bridge of ours (deleting the default `cni0` here would hit someone else's).
+    if !skiff_runtime::cni::NetworkConfig::new(&agent, "10.42.0.0/24")?.conflist_path().exists() {
+        println!("nothing to do: no pod runtime ever started under {}", agent.display());
+        return Ok(());
+    }
     let cni = network_from_conflist(&agent)?;
     let bridge = cni.bridge.clone();
     let store = Arc::new(
@@ -69,4 +75,19 @@ fn network_from_conflist(agent: &Path) -> anyhow::Result<skiff_runtime::cni::Net
         config.bridge = name.to_string();
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_dir_without_a_runtime_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("agent").join("tls")).unwrap();
+        run(dir.path()).await.unwrap();
+        let conflist = skiff_runtime::cni::NetworkConfig::new(&dir.path().join("agent"), "10.42.0.0/24").unwrap().conflist_path();
+        assert!(!conflist.exists(), "killall did not start a runtime (which would write a conflist naming cni0)");
+        assert!(!dir.path().join("agent").join("images").exists());
+    }
 }
