@@ -443,8 +443,11 @@ impl Floor {
     /// `runc run -d`: from spawn to runc's exit, i.e. the container's process has been started (runc
     /// start returns once init was released to exec the command).
     async fn run_one(root: PathBuf, bundle: PathBuf, id: String) -> anyhow::Result<f64> {
+        // runc run -d hands its stdio to the container, so no pipe (it would never reach EOF): a file.
+        let errors = root.with_file_name(format!("{id}.stderr"));
+        let stderr = std::fs::File::create(&errors)?;
         let t = Instant::now();
-        let out = tokio::process::Command::new("runc")
+        let status = tokio::process::Command::new("runc")
             .arg("--root")
             .arg(&root)
             .args(["run", "-d", "--bundle"])
@@ -452,12 +455,12 @@ impl Floor {
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(stderr)
+            .status()
             .await?;
         let d = t.elapsed();
-        if !out.status.success() {
-            bail!("runc run -d {id} failed: {}", String::from_utf8_lossy(&out.stderr));
+        if !status.success() {
+            bail!("runc run -d {id} failed: {}", std::fs::read_to_string(&errors).unwrap_or_default());
         }
         Ok(d.as_secs_f64() * 1000.0)
     }
