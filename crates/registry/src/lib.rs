@@ -773,9 +773,12 @@ impl Registry {
             let rev = rev_of(&old);
             current = self.write_marked(r, &key, current, rev, opts).await?;
         }
-        match self.finalize_namespace(name).await? {
-            Some(gone) => Ok(Deleted::Gone(gone)),
-            None => Ok(Deleted::Pending(self.get(r, None, name).await.unwrap_or(current))),
+        match self.finalize_namespace(name).await {
+            Ok(Some(gone)) => Ok(Deleted::Gone(gone)),
+            Ok(None) => Ok(Deleted::Pending(self.get(r, None, name).await.unwrap_or(current))),
+            // A concurrent deleter (the namespace controller, reacting to Terminating) finished first.
+            Err(e) if e.code == 404 => Ok(Deleted::Gone(current)),
+            Err(e) => Err(e),
         }
     }
 
