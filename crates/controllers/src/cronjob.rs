@@ -74,7 +74,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let cronjobs = Api::<CronJob>::all(ctx.client.clone());
     let jobs = Api::<Job>::all(ctx.client.clone());
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let recorder = ctx.recorder.clone();
     let state = Arc::new(State {
         ctx,
         config,

@@ -86,7 +86,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let jobs = Api::<Job>::all(ctx.client.clone());
     let pods = Api::<Pod>::all(ctx.client.clone());
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let recorder = ctx.recorder.clone();
     let state = Arc::new(State {
         ctx,
         config,

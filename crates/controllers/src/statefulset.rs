@@ -69,7 +69,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let client = ctx.client.clone();
-    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
+    let recorder = ctx.recorder.clone();
     let state = Arc::new(State {
         ctx,
         config,

@@ -65,7 +65,7 @@ impl State {
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error> {
     let client = ctx.client.clone();
     let (sets, writer) = reflector::store::<ReplicaSet>();
-    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
+    let recorder = ctx.recorder.clone();
     let state = Arc::new(State { ctx, sets, recorder, backoff: Backoff::default() });
     let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default());
     let deployments = controller.store();

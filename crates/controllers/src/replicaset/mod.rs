@@ -94,7 +94,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Error>
     let client = ctx.client.clone();
     let (pods, writer) = reflector::store::<Pod>();
     let expectations = Arc::new(Expectations::new());
-    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
+    let recorder = ctx.recorder.clone();
     let index = Arc::new(PodIndex::default());
     let state = Arc::new(State { ctx, pods, index: index.clone(), expectations: expectations.clone(), recorder, backoff: Backoff::default() });
 
