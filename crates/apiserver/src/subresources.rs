@@ -163,12 +163,51 @@ async fn bind(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response,
                     }
                     let mut new = old.clone();
                     new["spec"]["nodeName"] = json!(node);
+                    // The binding's annotations are copied onto the pod, as upstream's setPodNodeAndMetadata.
+                    if let Some(annotations) = binding["metadata"]["annotations"].as_object() {
+                        if !new["metadata"]["annotations"].is_object() {
+                            new["metadata"]["annotations"] = json!({});
+                        }
+                        for (k, v) in annotations {
+                            new["metadata"]["annotations"][k] = v.clone();
+                        }
+                    }
                     Ok(new)
                 }
             }
         })
         .await?;
+    // Upstream sets PodScheduled=True in the same write; the status lives behind the status strategy here,
+    // so it is a second write (a reader may briefly see the node set before the condition).
+    if !ctx.params.dry_run {
+        ctx.server
+            .registry
+            .guaranteed_update(t.r, ns, name, true, ctx.write_options(), &|old| {
+                let mut new = old.clone();
+                set_pod_scheduled(&mut new["status"], &skiff_registry::now_rfc3339());
+                Ok(new)
+            })
+            .await?;
+    }
     Ok(json_response(StatusCode::CREATED, &skiff_api::status::success_status("", "pods", name, None)))
+}
+
+/// Sets the `PodScheduled` condition to True (upstream's `UpdatePodCondition`: the transition time changes
+/// only when the status does).
+fn set_pod_scheduled(status: &mut serde_json::Value, now: &str) {
+    if !status.is_object() {
+        *status = json!({});
+    }
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let conditions = status["conditions"].as_array_mut().expect("an array");
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    match conditions.iter_mut().find(|c| c["type"] == "PodScheduled") {
+        Some(c) if c["status"] == "True" => {}
+        Some(c) => *c = scheduled,
+        None => conditions.push(scheduled),
+    }
 }
 
 async fn evict(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {

@@ -494,3 +494,28 @@ async fn malformed_bodies_get_4xx_statuses_and_change_nothing() {
     let list = api.get("/api/v1/namespaces/default/configmaps").await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "nothing was created");
 }
+
+#[tokio::test]
+async fn binding_assigns_the_node_copies_annotations_and_marks_the_pod_scheduled() {
+    let api = api().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}});
+    assert_eq!(api.post("/api/v1/namespaces/default/pods", pod).await.status, StatusCode::CREATED);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "annotations": {"scheduled-by": "test"}},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+    let r = api.post("/api/v1/namespaces/default/pods/p/binding", binding.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let p = api.get("/api/v1/namespaces/default/pods/p").await.body;
+    assert_eq!(p["spec"]["nodeName"], "n1");
+    assert_eq!(p["metadata"]["annotations"]["scheduled-by"], "test");
+    let conditions = p["status"]["conditions"].as_array().unwrap();
+    let scheduled: Vec<&Value> = conditions.iter().filter(|c| c["type"] == "PodScheduled").collect();
+    assert_eq!(scheduled.len(), 1, "{conditions:?}");
+    assert_eq!(scheduled[0]["status"], "True");
+    assert!(scheduled[0]["lastTransitionTime"].is_string());
+    // A second binding is a conflict and changes nothing.
+    let r = api.post("/api/v1/namespaces/default/pods/p/binding", binding).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    api.shutdown.cancel();
+}
