@@ -22,6 +22,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v umoci >/dev/null || need+=(umoci)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

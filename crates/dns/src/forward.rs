@@ -54,7 +54,7 @@ impl Forwarder {
         Forwarder { upstreams, timeout, capacity, max_ttl, negative_ttl, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// A cached answer to `query` with its TTLs lowered by the time it has been cached.
+    /// A cached answer to `query`, its TTLs lowered by the time it has been cached and capped by the time left.
     pub fn cached(&self, query: &Query) -> Option<Message> {
         let key = cache_key(query);
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -64,9 +64,11 @@ impl Forwarder {
             return None;
         }
         let age = now.duration_since(entry.stored).as_secs() as u32;
+        // As CoreDNS's cache: no TTL beyond the time left in the cache.
+        let left = entry.expires.duration_since(now).as_secs().max(1) as u32;
         let mut response = entry.response.clone();
         for record in response.answers.iter_mut().chain(response.authorities.iter_mut()).chain(response.additionals.iter_mut()) {
-            record.ttl = record.ttl.saturating_sub(age);
+            record.ttl = record.ttl.saturating_sub(age).min(left);
         }
         Some(response)
     }
