@@ -11,11 +11,19 @@ use crate::nft::Fingerprint;
 pub const MASQ_MARK: u32 = 0x4000;
 
 /// The maps and sets whose elements follow the model. (name, declaration without elements)
+///
+/// The endpoint maps are per protocol: nft 1.0.6 cannot add a rule in a later batch that uses a map whose
+/// `typeof` data is `th dport` ("conflicting protocols specified: tcp vs. th"), and a `typeof` map's data
+/// must name one protocol (`tcp dport`), which a rule matching another protocol may not use.
 pub const ELEMENT_SETS: &[(&str, &str)] = &[
     ("service_ips", "type ipv4_addr . inet_proto . inet_service : verdict"),
     ("service_nodeports", "type inet_proto . inet_service : verdict"),
-    ("endpoints", "typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport"),
-    ("nodeport_endpoints", "typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport"),
+    ("endpoints_tcp", "typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport"),
+    ("endpoints_udp", "typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . udp dport"),
+    ("endpoints_sctp", "typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . sctp dport"),
+    ("nodeport_endpoints_tcp", "typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport"),
+    ("nodeport_endpoints_udp", "typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . udp dport"),
+    ("nodeport_endpoints_sctp", "typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . sctp dport"),
     ("no_endpoint_services", "type ipv4_addr . inet_proto . inet_service"),
     ("no_endpoint_nodeports", "type inet_proto . inet_service"),
     ("hairpin", "type ipv4_addr . ipv4_addr"),
@@ -39,6 +47,15 @@ fn lb_chain(frontend: &Frontend, count: usize, masquerade: bool) -> String {
         Frontend::NodePort { .. } => "nodeport_lb",
     };
     if masquerade { format!("{kind}_{count}") } else { format!("{kind}_nomasq_{count}") }
+}
+
+/// The endpoint map of a frontend kind (`endpoints`, `nodeport_endpoints`) and protocol.
+fn endpoint_map(prefix: &str, protocol: &str) -> &'static str {
+    ELEMENT_SETS
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| name.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) == Some(protocol))
+        .expect("an endpoint map per protocol")
 }
 
 fn affinity_chain(frontend: &Frontend) -> String {
@@ -65,12 +82,22 @@ impl Rendered {
         let mut record_nodeport = Vec::new();
         for (frontend, target) in &model.frontends {
             let (key, verdicts, ep_map, no_ep) = match frontend {
-                Frontend::Vip { ip, protocol, port } => {
-                    (format!("{ip} . {} . {port}", protocol.name()), "service_ips", "endpoints", "no_endpoint_services")
-                }
-                Frontend::NodePort { protocol, port } => {
-                    (format!("{} . {port}", protocol.name()), "service_nodeports", "nodeport_endpoints", "no_endpoint_nodeports")
-                }
+                Frontend::Vip { ip, protocol, port } => (
+                    format!("{ip} . {} . {port}", protocol.name()),
+                    "service_ips",
+                    endpoint_map("endpoints", protocol.name()),
+                    "no_endpoint_services",
+                ),
+                Frontend::NodePort { protocol, port } => (
+                    format!("{} . {port}", protocol.name()),
+                    "service_nodeports",
+                    endpoint_map("nodeport_endpoints", protocol.name()),
+                    "no_endpoint_nodeports",
+                ),
+            };
+            let ep_prefix = match frontend {
+                Frontend::Vip { .. } => "endpoints",
+                Frontend::NodePort { .. } => "nodeport_endpoints",
             };
             let n = target.endpoints.len();
             if n == 0 {
@@ -78,19 +105,21 @@ impl Rendered {
                 continue;
             }
             let lb = lb_chain(frontend, n, target.masquerade);
-            let (l4, key_expr) = match frontend {
-                Frontend::Vip { .. } => ("ip daddr . meta l4proto . th dport", "ip daddr . meta l4proto . th dport"),
-                Frontend::NodePort { .. } => ("meta l4proto . th dport", "meta l4proto . th dport"),
+            let key_expr = match frontend {
+                Frontend::Vip { .. } => "ip daddr . meta l4proto . th dport",
+                Frontend::NodePort { .. } => "meta l4proto . th dport",
             };
-            let _ = l4;
             r.chains.entry(lb.clone()).or_insert_with(|| {
                 let mut body = Vec::new();
                 if target.masquerade {
                     body.push(masq_rule(s));
                 }
-                body.push(format!(
-                    "meta l4proto {{ tcp, udp, sctp }} dnat to {key_expr} . numgen random mod {n} map @{ep_map}"
-                ));
+                for proto in ["tcp", "udp", "sctp"] {
+                    body.push(format!(
+                        "meta l4proto {proto} dnat to {key_expr} . numgen random mod {n} map @{}",
+                        endpoint_map(ep_prefix, proto)
+                    ));
+                }
                 body
             });
             let verdict = match target.affinity_timeout {
@@ -106,7 +135,10 @@ impl Rendered {
                     body.push(format!("goto {lb}"));
                     r.chains.insert(chain.clone(), body);
                     r.affinity_maps.insert(map.clone(), timeout);
-                    let record = format!("update @{map} {{ ip saddr : ip daddr . th dport }} return");
+                    let p = match frontend {
+                        Frontend::Vip { protocol, .. } | Frontend::NodePort { protocol, .. } => protocol.name(),
+                    };
+                    let record = format!("update @{map} {{ ip saddr : ip daddr . {p} dport }} return");
                     match frontend {
                         Frontend::Vip { ip, protocol, port } => record_vip.push(format!(
                             "ct original ip daddr {ip} meta l4proto {} ct original proto-dst {port} {record}",
@@ -306,7 +338,8 @@ pub fn table_intact(expected: &Fingerprint, actual: &Fingerprint) -> bool {
 }
 
 fn affinity_map_decl(timeout: u32) -> String {
-    format!("typeof ip saddr : ip daddr . th dport\n\t\tflags timeout\n\t\ttimeout {timeout}s")
+    // `type`, not `typeof ... : ip daddr . th dport`: see ELEMENT_SETS.
+    format!("type ipv4_addr : ipv4_addr . inet_service\n\t\tflags timeout\n\t\ttimeout {timeout}s")
 }
 
 /// Dynamic chains in dependency order: load-balancing chains, affinity chains, `affinity_record`.

@@ -35,7 +35,7 @@ fn full_rendering_is_one_atomic_replace() {
     assert!(text.contains("10.43.0.10 . tcp . 80 . 1 : 10.42.1.5 . 8080"), "{text}");
     assert!(text.contains("tcp . 30080 : goto nodeport_lb_1"), "{text}");
     assert!(text.contains("elements = { 10.43.0.11 . tcp . 53 }"), "no-endpoint set: {text}");
-    assert!(text.contains("numgen random mod 2 map @endpoints"), "{text}");
+    assert!(text.contains("meta l4proto udp dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints_udp"), "{text}");
     assert!(text.contains("ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16 oifname != \"cni0\" masquerade"), "{text}");
     assert!(text.contains("10.42.0.5 . 10.42.0.5, 10.42.1.5 . 10.42.1.5"), "hairpin set: {text}");
     // No chain per Service: two lb chains for two distinct (kind, count) pairs.
@@ -54,10 +54,10 @@ fn diff_adds_an_endpoint_with_elements_and_a_new_lb_chain() {
     new.frontends.insert(vip(10, 80), target(&[("10.42.0.5", 8080), ("10.42.1.5", 8080), ("10.42.2.5", 8080)], None));
     let d = render_diff(&old, &new);
     assert!(d.contains("add chain ip skiff lb_3\n"), "{d}");
-    assert!(d.contains("add rule ip skiff lb_3 meta l4proto { tcp, udp, sctp } dnat to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints"), "{d}");
+    assert!(d.contains("add rule ip skiff lb_3 meta l4proto tcp dnat to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints_tcp"), "{d}");
     assert!(d.contains("delete element ip skiff service_ips { 10.43.0.10 . tcp . 80 }"), "{d}");
     assert!(d.contains("add element ip skiff service_ips { 10.43.0.10 . tcp . 80 : goto lb_3 }"), "{d}");
-    assert!(d.contains("add element ip skiff endpoints { 10.43.0.10 . tcp . 80 . 2 : 10.42.2.5 . 8080 }"), "{d}");
+    assert!(d.contains("add element ip skiff endpoints_tcp { 10.43.0.10 . tcp . 80 . 2 : 10.42.2.5 . 8080 }"), "{d}");
     assert!(d.contains("add element ip skiff hairpin { 10.42.2.5 . 10.42.2.5 }"), "{d}");
     assert!(d.contains("flush chain ip skiff lb_2\ndelete chain ip skiff lb_2\n"), "lb_2 unused now: {d}");
     // Unchanged endpoint elements are not touched.
@@ -75,7 +75,7 @@ fn diff_moves_a_service_to_and_from_reject() {
     new.frontends.insert(vip(10, 80), target(&[], None));
     let d = render_diff(&old, &new);
     assert!(d.contains("add element ip skiff no_endpoint_services { 10.43.0.10 . tcp . 80 }"), "{d}");
-    assert!(d.contains("delete element ip skiff endpoints { 10.43.0.10 . tcp . 80 . 0, 10.43.0.10 . tcp . 80 . 1 }"), "{d}");
+    assert!(d.contains("delete element ip skiff endpoints_tcp { 10.43.0.10 . tcp . 80 . 0, 10.43.0.10 . tcp . 80 . 1 }"), "{d}");
     let back = render_diff(&new, &old);
     assert!(back.contains("delete element ip skiff no_endpoint_services { 10.43.0.10 . tcp . 80 }"), "{back}");
 }
@@ -88,7 +88,7 @@ fn affinity_uses_a_chain_and_map_per_frontend_and_flushes_on_endpoint_loss() {
     assert!(text.contains("10.43.0.12 . tcp . 80 : goto affinity_10_43_0_12_tcp_80"), "{text}");
     assert!(text.contains("map affinity_10_43_0_12_tcp_80_t60 {"), "{text}");
     assert!(text.contains("dnat to ip saddr map @affinity_10_43_0_12_tcp_80_t60\n\t\tgoto lb_2"), "{text}");
-    assert!(text.contains("ct original ip daddr 10.43.0.12 meta l4proto tcp ct original proto-dst 80 update @affinity_10_43_0_12_tcp_80_t60 { ip saddr : ip daddr . th dport } return"), "{text}");
+    assert!(text.contains("ct original ip daddr 10.43.0.12 meta l4proto tcp ct original proto-dst 80 update @affinity_10_43_0_12_tcp_80_t60 { ip saddr : ip daddr . tcp dport } return"), "{text}");
 
     let mut new = old.clone();
     new.frontends.insert(vip(12, 80), target(&[("10.42.0.5", 80)], Some(60)));
@@ -133,13 +133,13 @@ fn node_ips_restrict_nodeports() {
 fn fingerprint_counts_elements_and_rules() {
     let f = expected_fingerprint(&sample());
     assert_eq!(f.sets["service_ips"], 1);
-    assert_eq!(f.sets["endpoints"], 2);
+    assert_eq!(f.sets["endpoints_tcp"], 2);
     assert_eq!(f.sets["no_endpoint_services"], 1);
     assert_eq!(f.sets["hairpin"], 2);
-    assert_eq!(f.chains["lb_2"], 2);
+    assert_eq!(f.chains["lb_2"], 4);
     assert_eq!(f.chains["affinity_record"], 0);
     let mut changed = f.clone();
-    changed.sets.insert("endpoints".into(), 0);
+    changed.sets.insert("endpoints_tcp".into(), 0);
     assert!(table_intact(&f, &f));
     assert!(!table_intact(&f, &changed));
 }

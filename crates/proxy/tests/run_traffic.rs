@@ -1,0 +1,131 @@
+//! `run()` against the in-process API server with nft pointed into a node namespace: Services and
+//! EndpointSlices become map elements, real TCP connections are balanced over two backend namespaces, a VIP
+//! without endpoints refuses at once, a flushed or deleted table is repaired, deleting a Service removes its
+//! elements, and shutdown deletes the table.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Topology, backend_ip, connect, require_root_and_tools, Server};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use skiff_proxy::{ProxyConfig, run};
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` every 100 ms for up to 20 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn service_ips(topo: &Topology) -> String {
+    topo.node.try_exec(&["nft", "list", "map", "ip", "skiff", "service_ips"]).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_proxies_services_balances_refuses_repairs_and_cleans_up() {
+    require_root_and_tools();
+    let topo = Topology::new(2);
+    let _servers: Vec<Server> =
+        topo.backends.iter().enumerate().map(|(i, ns)| Server::start(ns, 8080, &format!("backend-{i}"))).collect();
+
+    let server = skiff_apiserver::testing::start_admin().await;
+    let client = kube::Client::new(server.router.clone(), "default");
+    let config = ProxyConfig {
+        node_name: "node-a".into(),
+        cluster_cidr: "10.250.0.0/24".parse().unwrap(),
+        nft: topo.node.nft_command(),
+        repair_interval: Duration::from_secs(1),
+        min_sync_interval: Duration::from_millis(50),
+        ..ProxyConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let proxy = tokio::spawn(run(config, client.clone(), shutdown.clone()));
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let web: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "http"}], "selector": {"app": "web"}}
+    }))
+    .unwrap();
+    let web = services.create(&PostParams::default(), &web).await.expect("create Service web");
+    let spec = web.spec.unwrap();
+    let vip = spec.cluster_ip.clone().expect("a cluster IP was allocated");
+    let node_port = spec.ports.unwrap()[0].node_port.expect("a node port was allocated") as u16;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [backend_ip(0)], "conditions": {"ready": true}, "nodeName": "node-a"},
+            {"addresses": [backend_ip(1)], "conditions": {"ready": true}, "nodeName": "node-b"}
+        ],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    }))
+    .unwrap();
+    slices.create(&PostParams::default(), &slice).await.expect("create EndpointSlice");
+    let empty: Service = serde_json::from_value(json!({
+        "metadata": {"name": "empty"}, "spec": {"ports": [{"port": 81}], "selector": {"app": "none"}}
+    }))
+    .unwrap();
+    let empty = services.create(&PostParams::default(), &empty).await.expect("create Service empty");
+    let empty_vip = empty.spec.unwrap().cluster_ip.unwrap();
+
+    eventually("the Service's elements appear", || service_ips(&topo).contains(&format!("{vip} . tcp . 80 : goto lb_2"))).await;
+    let endpoints = topo.node.exec(&["nft", "list", "map", "ip", "skiff", "endpoints_tcp"]);
+    assert!(endpoints.contains(&format!("{vip} . tcp . 80 . 0 : {} . 8080", backend_ip(0))), "{endpoints}");
+    eventually("the empty Service is in the reject set", || {
+        topo.node.try_exec(&["nft", "list", "set", "ip", "skiff", "no_endpoint_services"]).1.contains(&empty_vip)
+    })
+    .await;
+
+    // Load balancing over both backends through the ClusterIP.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let reply = connect(&topo.node, &vip, 80).expect("connect to the ClusterIP");
+        *seen.entry(reply).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both backends answer: {seen:?}");
+    assert!(seen.contains_key("backend-0") && seen.contains_key("backend-1"), "{seen:?}");
+
+    // The NodePort on the node's own address.
+    let reply = connect(&topo.node, "10.250.0.1", node_port).expect("connect to the NodePort");
+    assert!(reply.starts_with("backend-"), "{reply}");
+
+    // No endpoints: refused, not black-holed (busybox nc reports the RST).
+    let err = connect(&topo.node, &empty_vip, 81).expect_err("a Service without endpoints refuses");
+    assert!(err.contains("refused"), "{err}");
+
+    // Someone flushes the table: the repair loop puts it back.
+    topo.node.exec(&["nft", "flush", "table", "ip", "skiff"]);
+    eventually("the flushed table is repaired", || connect(&topo.node, &vip, 80).is_ok()).await;
+    topo.node.exec(&["nft", "delete", "table", "ip", "skiff"]);
+    eventually("the deleted table is repaired", || service_ips(&topo).contains(&format!("{vip} . tcp . 80"))).await;
+    assert!(connect(&topo.node, &vip, 80).is_ok());
+
+    // Deleting the Service removes its elements.
+    services.delete("web", &DeleteParams::default()).await.expect("delete Service web");
+    eventually("the Service's elements are gone", || {
+        let s = service_ips(&topo);
+        !s.is_empty() && !s.contains(&vip)
+    })
+    .await;
+    let endpoints = topo.node.exec(&["nft", "list", "map", "ip", "skiff", "endpoints_tcp"]);
+    assert!(!endpoints.contains(&vip), "{endpoints}");
+
+    // Shutdown deletes the table.
+    shutdown.cancel();
+    proxy.await.expect("proxy task").expect("run returns Ok");
+    let (exists, _, _) = topo.node.try_exec(&["nft", "list", "table", "ip", "skiff"]);
+    assert!(!exists, "the table is deleted at shutdown");
+    server.shutdown.cancel();
+}
