@@ -65,3 +65,58 @@ pub async fn ensure_builtin_objects(registry: &Registry, b: &Bootstrap) -> Resul
         .await?;
     Ok(())
 }
+
+/// Where the cluster DNS server answers, for the `kube-system/kube-dns` Service.
+pub struct ClusterDns {
+    /// The Service address pods use as their nameserver (10.43.0.10).
+    pub service_ip: String,
+    /// The address and port the DNS server in the server process listens on.
+    pub endpoint_ip: String,
+    pub port: u16,
+}
+
+/// Creates the `kube-system/kube-dns` Service (named as CoreDNS's, so that tools find it) and points its
+/// Endpoints and EndpointSlice at the DNS server of this process. The Service has no selector: the server
+/// owns its endpoints and rewrites them on every start, so a changed node address is picked up.
+pub async fn ensure_cluster_dns(registry: &Registry, dns: &ClusterDns) -> Result<(), ApiError> {
+    let services = find("", "v1", "services").expect("served");
+    registry
+        .ensure(services, Some("kube-system"), json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"type": "ClusterIP", "clusterIP": dns.service_ip, "sessionAffinity": "None",
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port}]}}))
+        .await?;
+    let ports = json!([{"name": "dns", "port": dns.port, "protocol": "UDP"}, {"name": "dns-tcp", "port": dns.port, "protocol": "TCP"}]);
+    let endpoints = find("", "v1", "endpoints").expect("served");
+    let subsets = json!([{"addresses": [{"ip": dns.endpoint_ip}], "ports": ports}]);
+    upsert(registry, endpoints, "kube-system", json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": subsets}), &|o| { o["subsets"] = subsets.clone(); })
+    .await?;
+    let slices = find("discovery.k8s.io", "v1", "endpointslices").expect("served");
+    let slice_endpoints = json!([{"addresses": [dns.endpoint_ip], "conditions": {"ready": true, "serving": true, "terminating": false}}]);
+    upsert(registry, slices, "kube-system", json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "skiff-server"}},
+        "addressType": "IPv4", "endpoints": slice_endpoints, "ports": ports}), &|o| {
+        o["endpoints"] = slice_endpoints.clone();
+        o["ports"] = ports.clone();
+    })
+    .await
+}
+
+/// Creates `obj`, or brings the existing one in line with `set`.
+async fn upsert(registry: &Registry, r: &skiff_api::resources::ResourceInfo, namespace: &str, obj: serde_json::Value, set: &(dyn Fn(&mut serde_json::Value) + Sync)) -> Result<(), ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    registry.ensure(r, Some(namespace), obj).await?;
+    registry
+        .guaranteed_update(r, Some(namespace), &name, false, Default::default(), &|old| {
+            let mut new = old.clone();
+            set(&mut new);
+            Ok(new)
+        })
+        .await
+        .map(|_| ())
+}

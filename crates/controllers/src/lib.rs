@@ -20,3 +20,4 @@ pub mod controller_revision;
 pub mod statefulset;
 pub mod podgc;
 pub mod namespace;
+pub mod servicelb;

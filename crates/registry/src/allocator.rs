@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use rand::Rng;
 
 /// An IPv4 CIDR such as `10.43.0.0/16`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
     pub base: Ipv4Addr,
     pub prefix: u8,

@@ -19,12 +19,12 @@ pub struct AgentArgs {
     /// Folder for everything this agent writes.
     #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Cluster DNS address written into pods' resolv.conf.
-    #[arg(long, default_value = "10.43.0.10")]
-    pub cluster_dns: IpAddr,
-    /// Cluster DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
+    /// Cluster DNS address written into pods' resolv.conf (default: the server's).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// Cluster DNS domain (default: the server's).
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
     #[command(flatten)]
     pub node: crate::node::NodeArgs,
 }
@@ -49,12 +49,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("failed to load the agent's kubeconfig")?;
     let client = kube::Client::try_from(config).context("failed to build the API client")?;
 
+    let Some(cluster) = creds.cluster.clone() else {
+        anyhow::bail!("the server at {} did not send the cluster's network settings (is it an older skiff?)", args.server);
+    };
+    let cluster_dns = match args.cluster_dns {
+        Some(ip) => ip,
+        None => cluster.cluster_dns.parse().with_context(|| format!("the server's cluster DNS address {:?} is not an IP", cluster.cluster_dns))?,
+    };
     let settings = crate::node::NodeSettings {
         data_dir: args.data_dir.clone(),
         node_name,
         node_ip,
-        cluster_dns: args.cluster_dns,
-        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns,
+        cluster_domain: args.cluster_domain.clone().unwrap_or_else(|| cluster.cluster_domain.clone()),
+        cluster_cidr: cluster.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("the server's cluster CIDR: {e}"))?,
+        kube_proxy: !args.node.disable_kube_proxy,
+        nft_table: args.node.nft_table.clone(),
         labels: crate::node::parse_labels(&args.node.node_labels)?,
         taints: crate::node::parse_taints(&args.node.node_taints)?,
         kubelet_port: args.node.kubelet_port,

@@ -36,6 +36,8 @@ pub struct ControllerManagerConfig {
     /// The holder identity in the controller manager's Lease: the server's node name, so a server restarted
     /// after a crash takes its lease back at once instead of waiting for it to expire.
     pub identity: String,
+    /// Whether ServiceLB gives LoadBalancer Services the node addresses (`--disable servicelb` turns it off).
+    pub servicelb: bool,
 }
 
 /// Starts the controller manager as `system:kube-controller-manager`: every controller runs while this
@@ -59,10 +61,11 @@ pub fn start_controllers(router: &axum::Router, config: &ControllerManagerConfig
 fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
     use skiff_controllers::context::Context;
     use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, namespace, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
+    use skiff_controllers::servicelb;
     let ctx = Context::new(client);
     let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
     let lifecycle = node_lifecycle::NodeLifecycleConfig { grace_period: config.node_monitor_grace_period, ..Default::default() };
-    vec![
+    let mut tasks = vec![
         spawn("node-ipam", node_ipam::run(ctx.clone(), ipam, shutdown.clone())),
         spawn("node-lifecycle", node_lifecycle::run(ctx.clone(), lifecycle, shutdown.clone())),
         spawn("serviceaccount", serviceaccount::run(ctx.clone(), shutdown.clone())),
@@ -75,5 +78,9 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
         spawn("job", job::run(ctx.clone(), shutdown.clone())),
         spawn("cronjob", cronjob::run(ctx.clone(), shutdown.clone())),
         spawn("podgc", podgc::run(ctx.clone(), shutdown.clone())),
-    ]
+    ];
+    if config.servicelb {
+        tasks.push(spawn("servicelb", servicelb::run(ctx.clone(), shutdown.clone())));
+    }
+    tasks
 }

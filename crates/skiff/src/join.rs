@@ -115,6 +115,19 @@ pub struct JoinResponse {
     pub client_key: String,
     pub serving_cert: String,
     pub serving_key: String,
+    /// The cluster's network settings, which agents take instead of their own defaults.
+    #[serde(default)]
+    pub cluster: Option<ClusterNetwork>,
+}
+
+/// The network settings a server tells joining agents (k3s agents learn them from the server as well).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNetwork {
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    pub cluster_dns: String,
+    pub cluster_domain: String,
 }
 
 /// The server side of joining.
@@ -125,6 +138,8 @@ pub struct JoinService {
     pub nodes_dir: PathBuf,
     /// `<data>/server/cred/node-passwords.json`: node name → sha256 of its password.
     pub passwords_file: PathBuf,
+    /// Sent to every agent that joins.
+    pub cluster: Option<ClusterNetwork>,
     lock: Mutex<()>,
 }
 
@@ -135,6 +150,7 @@ impl JoinService {
             token,
             nodes_dir: data_dir.join("server").join("tls").join("nodes"),
             passwords_file: data_dir.join("server").join("cred").join("node-passwords.json"),
+            cluster: None,
             lock: Mutex::new(()),
         }
     }
@@ -191,6 +207,7 @@ impl JoinService {
             client_key: read(&client.key)?,
             serving_cert: read(&serving.cert)?,
             serving_key: read(&serving.key)?,
+            cluster: self.cluster.clone(),
         })
     }
 }
@@ -314,7 +331,10 @@ mod tests {
     async fn an_agent_joins_over_https_and_a_wrong_ca_hash_is_refused() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let svc = Arc::new(service(dir.path()));
+        let mut svc = service(dir.path());
+        let network = ClusterNetwork { cluster_cidr: "10.42.0.0/16".into(), service_cidr: "10.43.0.0/16".into(), cluster_dns: "10.43.0.10".into(), cluster_domain: "cluster.local".into() };
+        svc.cluster = Some(network.clone());
+        let svc = Arc::new(svc);
         let tls_dir = dir.path().join("server/tls");
         let serving = svc.ca.issue_serving(&tls_dir, "serving", &["127.0.0.1".to_string()]).unwrap();
         let tls = skiff_apiserver::tls::server_config(&serving.cert, &serving.key, &svc.ca.paths().cert).unwrap();
@@ -328,6 +348,7 @@ mod tests {
         let creds = obtain_credentials(&url, &svc.token, agent.path(), "edge-1", &["127.0.0.1".into()]).await.unwrap();
         let der = skiff_pki::read_cert_chain(&creds.client_cert).unwrap();
         assert_eq!(skiff_pki::identity_from_der(&der[0]).unwrap().0, "system:node:edge-1");
+        assert_eq!(creds.cluster.as_ref(), Some(&network), "the agent learns the cluster's network");
         assert_eq!(std::fs::read_to_string(&creds.ca).unwrap(), svc.ca.cert_pem());
         // Joining again from the same agent works (same node password).
         obtain_credentials(&url, &svc.token, agent.path(), "edge-1", &[]).await.unwrap();
@@ -351,6 +372,8 @@ pub struct AgentCredentials {
     pub client_key: PathBuf,
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
+    /// The server's network settings (None from a server that does not send them).
+    pub cluster: Option<ClusterNetwork>,
 }
 
 impl AgentCredentials {
@@ -361,6 +384,7 @@ impl AgentCredentials {
             client_key: dir.join("client-kubelet.key"),
             serving_cert: dir.join("serving-kubelet.crt"),
             serving_key: dir.join("serving-kubelet.key"),
+            cluster: None,
         }
     }
 }
@@ -397,7 +421,8 @@ pub async fn obtain_credentials(server: &str, token: &Token, data_dir: &Path, no
     let body = serde_json::to_vec(&JoinRequest { node_name: node_name.to_string(), addresses: addresses.to_vec(), password })?;
     let answer = https_request(&host, port, Some(&ca_pem), "POST", "/v1-skiff/join", Some(&token.secret), Some(body)).await.with_context(|| format!("{server} refused to join node {node_name}"))?;
     let resp: JoinResponse = serde_json::from_str(&answer).context("the server's join answer is not valid")?;
-    let creds = AgentCredentials::in_dir(&agent_dir.join("tls"));
+    let mut creds = AgentCredentials::in_dir(&agent_dir.join("tls"));
+    creds.cluster = resp.cluster.clone();
     std::fs::create_dir_all(agent_dir.join("tls"))?;
     std::fs::write(&creds.ca, &resp.ca)?;
     std::fs::write(&creds.client_cert, &resp.client_cert)?;

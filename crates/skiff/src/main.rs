@@ -4,6 +4,7 @@ mod agent;
 mod components;
 mod image;
 mod join;
+mod host_gw;
 mod killall;
 mod node;
 mod server;

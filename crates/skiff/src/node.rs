@@ -38,6 +38,12 @@ pub struct NodeArgs {
     /// Name of the pod network's Linux bridge.
     #[arg(long, default_value = "cni0", hide = true)]
     pub pod_bridge: String,
+    /// Do not run the service proxy on this node (Services then need another proxy).
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
+    /// Name of the service proxy's nftables table (`ip <name>`).
+    #[arg(long, default_value = "skiff", hide = true)]
+    pub nft_table: String,
 }
 
 /// The hostname, the default node name.
@@ -64,6 +70,11 @@ pub struct NodeSettings {
     pub node_ip: IpAddr,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// The pod network of the whole cluster (each node has a part of it).
+    pub cluster_cidr: skiff_registry::Ipv4Cidr,
+    /// Whether this node runs the service proxy (it also masquerades pod traffic leaving the cluster).
+    pub kube_proxy: bool,
+    pub nft_table: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub kubelet_port: u16,
@@ -132,6 +143,29 @@ pub async fn run(settings: NodeSettings, client: kube::Client, shutdown: Cancell
 
     let mut cni = skiff_runtime::cni::NetworkConfig::new(&agent_dir, &pod_cidr).context("invalid pod network")?;
     cni.bridge = settings.pod_bridge.clone();
+    let mut network = Vec::new();
+    if settings.kube_proxy {
+        // The proxy masquerades pod traffic leaving the cluster itself, so that traffic between nodes' pods
+        // keeps the pods' addresses (CNI's ipMasq would hide them behind the node's).
+        cni.ip_masq = false;
+        let proxy = skiff_proxy::ProxyConfig {
+            node_name: settings.node_name.clone(),
+            node_ips: match settings.node_ip {
+                IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
+                _ => Vec::new(),
+            },
+            cluster_cidr: settings.cluster_cidr.to_string().parse().map_err(|e: String| anyhow::anyhow!("cluster CIDR: {e}"))?,
+            pod_bridge: Some(settings.pod_bridge.clone()),
+            masquerade_egress: true,
+            table: settings.nft_table.clone(),
+            ..Default::default()
+        };
+        network.push(crate::components::spawn("proxy", skiff_proxy::run(proxy, client.clone(), shutdown.clone())));
+    }
+    if let IpAddr::V4(node_ip) = settings.node_ip {
+        let routes = crate::host_gw::HostGwConfig { node_name: settings.node_name.clone(), node_ip, cluster_cidr: settings.cluster_cidr, resync: Duration::from_secs(30) };
+        network.push(crate::components::spawn("host-gw", crate::host_gw::run(routes, client.clone(), shutdown.clone())));
+    }
     let oci = skiff_runtime::oci::OciConfig::new(&agent_dir, cni).context("failed to configure the container runtime")?;
     let cgroup_parent = oci.cgroup_parent.clone();
     let runtime = Arc::new(skiff_runtime::oci::OciRuntime::new(oci, store).context("failed to start the container runtime")?);
@@ -157,6 +191,9 @@ pub async fn run(settings: NodeSettings, client: kube::Client, shutdown: Cancell
     let result = skiff_kubelet::run::run(kubelet, deps, shutdown.clone()).await;
     shutdown.cancel();
     let _ = api.await;
+    for task in network {
+        let _ = task.await;
+    }
     result.context("the kubelet stopped")
 }
 

@@ -54,6 +54,16 @@ pub struct ServerArgs {
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// Built-in parts not to run (k3s's names): `coredns` (the cluster DNS) and `servicelb` (LoadBalancer
+    /// Services on node addresses). Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = ["coredns", "servicelb"])]
+    pub disable: Vec<String>,
+    /// The resolv.conf whose nameservers the cluster DNS forwards other names to (default /etc/resolv.conf).
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
+    /// Port the cluster DNS listens on at the node IP; the `kube-dns` Service maps port 53 to it.
+    #[arg(long, default_value_t = 53, hide = true)]
+    pub cluster_dns_port: u16,
     /// Do not run a node agent on this server.
     #[arg(long)]
     pub disable_agent: bool,
@@ -123,7 +133,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let ca = Arc::new(ca);
     let token = crate::join::load_or_create_token(data, ca.cert_pem(), args.token.as_deref())?;
-    let join = Arc::new(crate::join::JoinService::new(ca.clone(), token, data));
+    let mut join = crate::join::JoinService::new(ca.clone(), token, data);
+    join.cluster = Some(crate::join::ClusterNetwork {
+        cluster_cidr: args.cluster_cidr.clone(),
+        service_cidr: args.service_cidr.clone(),
+        cluster_dns: args.cluster_dns.to_string(),
+        cluster_domain: args.cluster_domain.clone(),
+    });
+    let join = Arc::new(join);
 
     // The store.
     let backend: Arc<dyn Backend> = match &args.datastore_endpoint {
@@ -174,6 +191,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         node_cidr_mask: args.node_cidr_mask_size,
         node_monitor_grace_period: args.node_monitor_grace_period,
         identity: node_name.clone(),
+        servicelb: !args.disable.iter().any(|d| d == "servicelb"),
     };
     let mut scheduler = match (&args.scheduler_config, args.scheduler_strategy.as_deref()) {
         (Some(path), _) => skiff_scheduler::config::SchedulerConfig::from_file(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
@@ -183,6 +201,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // As for the controller manager: a stable identity lets a restarted server take its lease back at once.
     scheduler.leader_election.identity.get_or_insert_with(|| node_name.clone());
     let mut components = crate::components::start_controllers(&api_router, &controllers, &shutdown);
+    if args.disable.iter().any(|d| d == "coredns") {
+        tracing::info!("--disable coredns: no cluster DNS");
+    } else {
+        let dns = cluster_dns_config(&args, node_ip)?;
+        skiff_apiserver::bootstrap::ensure_cluster_dns(
+            &registry,
+            &skiff_apiserver::bootstrap::ClusterDns { service_ip: args.cluster_dns.to_string(), endpoint_ip: node_ip.to_string(), port: args.cluster_dns_port },
+        )
+        .await?;
+        let client = crate::components::in_process_client(&api_router, "system:serviceaccount:kube-system:coredns", &["system:serviceaccounts"]);
+        components.push(crate::components::spawn("dns", skiff_dns::run(dns, client, shutdown.clone())));
+    }
     let scheduler_client = crate::components::in_process_client(&api_router, "system:kube-scheduler", &[]);
     components.push(crate::components::spawn("scheduler", skiff_scheduler::run(scheduler, scheduler_client, shutdown.clone())));
     if args.disable_agent {
@@ -208,6 +238,29 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster DNS: on the node IP (where the `kube-dns` Service's endpoint points), forwarding to the
+/// nameservers of `--resolv-conf`.
+fn cluster_dns_config(args: &ServerArgs, node_ip: IpAddr) -> anyhow::Result<skiff_dns::config::DnsConfig> {
+    let service_cidr: Ipv4Cidr = args.service_cidr.parse().map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
+    match args.cluster_dns {
+        IpAddr::V4(ip) if service_cidr.assignable(ip) => {}
+        ip => bail!("--cluster-dns {ip} must be an address inside --service-cidr {service_cidr}"),
+    }
+    let mut dns = skiff_dns::config::DnsConfig { cluster_domain: args.cluster_domain.clone(), ..Default::default() };
+    dns.listen = vec![SocketAddr::new(node_ip, args.cluster_dns_port)];
+    if let Some(path) = &args.resolv_conf {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--resolv-conf: failed to read {}", path.display()))?;
+        dns.upstreams = skiff_dns::config::parse_resolv_conf(&text);
+        if dns.upstreams.is_empty() {
+            bail!("--resolv-conf {} has no nameserver line", path.display());
+        }
+    }
+    if node_ip.is_loopback() {
+        tracing::warn!(%node_ip, "the node IP is a loopback address: pods on other nodes cannot reach the cluster DNS");
+    }
+    Ok(dns)
+}
+
 /// The local agent's settings: it shares the server's data dir and gets its kubelet serving certificate
 /// straight from the CA.
 fn local_node_settings(args: &ServerArgs, ca: &skiff_pki::Ca, node_name: &str, node_ip: IpAddr) -> anyhow::Result<crate::node::NodeSettings> {
@@ -229,6 +282,9 @@ fn local_node_settings(args: &ServerArgs, ca: &skiff_pki::Ca, node_name: &str, n
         kubelet_port: args.node.kubelet_port,
         registries: args.node.private_registry.clone(),
         pod_bridge: args.node.pod_bridge.clone(),
+        cluster_cidr: args.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        kube_proxy: !args.node.disable_kube_proxy,
+        nft_table: args.node.nft_table.clone(),
         serving_cert: serving.cert,
         serving_key: serving.key,
         client_ca: ca.paths().cert.clone(),

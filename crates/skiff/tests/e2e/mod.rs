@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -45,7 +47,7 @@ fn unsafe_is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -100,9 +102,10 @@ impl Server {
             kubelet_port.to_string(),
             "--pod-bridge".into(),
             format!("sk{port}"),
-            "--cluster-cidr".into(),
-            format!("10.{}.0.0/16", 100 + port % 150),
         ];
+        let mut base = base;
+        base.extend(network_flags(port));
+        base.extend(["--nft-table".to_string(), format!("sk{port}")]);
         Self::start_in(dir, port, base, true, extra)
     }
 
@@ -121,7 +124,19 @@ impl Server {
     fn start_configured(base: Vec<String>, agent: bool, extra: &[&str]) -> Server {
         require_environment();
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
-        Self::start_in(dir, free_port(), base, agent, extra)
+        let port = free_port();
+        let mut base = base;
+        base.extend(network_flags(port));
+        Self::start_in(dir, port, base, agent, extra)
+    }
+
+
+
+    /// A control-plane-only server on `port` with exactly `base` (plus the harness's data dir and port).
+    pub fn start_on(port: u16, base: Vec<String>) -> Server {
+        require_environment();
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
+        Self::start_in(dir, port, base, false, &[])
     }
 
     fn start_in(dir: tempfile::TempDir, port: u16, base: Vec<String>, agent: bool, extra: &[&str]) -> Server {
@@ -282,18 +297,38 @@ impl Server {
     }
 }
 
+/// Pod, Service and DNS settings unique to the server on `port`, so that servers running at once on this
+/// host (their proxies' nftables rules and DNS listeners all live in the same network namespace) never
+/// overlap: pods in 10.N.0.0/17, Services in 10.N.128.0/17, the DNS listener on a free port.
+pub fn network_flags(port: u16) -> Vec<String> {
+    let n = 100 + port % 150;
+    vec![
+        "--cluster-cidr".into(),
+        format!("10.{n}.0.0/17"),
+        "--service-cidr".into(),
+        format!("10.{n}.128.0/17"),
+        "--cluster-dns".into(),
+        format!("10.{n}.128.10"),
+        "--cluster-dns-port".into(),
+        free_port().to_string(),
+    ]
+}
+
 fn spawn_server(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    let mut defaults = Vec::new();
+    for (flag, value) in [("--bind-address", "127.0.0.1"), ("--node-ip", "127.0.0.1")] {
+        if !extra.contains(&flag) {
+            defaults.extend([flag, value]);
+        }
+    }
     Command::new(env!("CARGO_BIN_EXE_skiff"))
         .arg("server")
         .arg("--data-dir")
         .arg(dir)
         .arg("--https-listen-port")
         .arg(port.to_string())
-        .arg("--bind-address")
-        .arg("127.0.0.1")
-        .arg("--node-ip")
-        .arg("127.0.0.1")
+        .args(defaults)
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -343,34 +378,57 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub node_name: String,
     pub log: PathBuf,
+    /// Its pod bridge and nftables table in the host's network namespace (`sk<kubelet port>`); None for
+    /// an agent in a network namespace of its own, whose bridge and table go with the namespace.
+    pub bridge: Option<String>,
 }
 
 impl Agent {
     pub fn start(server: &Server, node_name: &str, extra: &[&str]) -> Agent {
+        let kubelet_port = free_port();
+        let bridge = format!("sk{kubelet_port}");
+        let mut args: Vec<String> = ["--node-ip", "127.0.0.1", "--kubelet-port", &kubelet_port.to_string(), "--pod-bridge", &bridge, "--nft-table", &bridge]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut agent = Self::start_as(&server.url(""), &server.token(), node_name, None, &args);
+        agent.bridge = Some(bridge);
+        agent
+    }
+
+    /// Starts `skiff agent` joining `server_url` with `args`, inside the network namespace `netns` (entered
+    /// with `nsenter --net`, so the host's mounts stay shared) when given.
+    pub fn start_as(server_url: &str, token: &str, node_name: &str, netns: Option<&str>, args: &[String]) -> Agent {
         require_node_environment();
         let dir = tempfile::Builder::new().prefix("skiff-e2e-agent-").tempdir().unwrap();
         import_test_image(dir.path(), skiff_runtime::testing::BUSYBOX_TEST_IMAGE);
-        let kubelet_port = free_port();
         let log = dir.path().join("agent.log");
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(env!("CARGO_BIN_EXE_skiff"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_skiff")),
+        };
+        let child = cmd
             .arg("agent")
             .arg("--server")
-            .arg(server.url(""))
+            .arg(server_url)
             .arg("--token")
-            .arg(server.token())
+            .arg(token)
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["--node-name", node_name, "--node-ip", "127.0.0.1", "--kubelet-port", &kubelet_port.to_string()])
-            .arg("--pod-bridge")
-            .arg(format!("sk{kubelet_port}"))
-            .args(extra)
+            .args(["--node-name", node_name])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("skiff agent starts");
-        Agent { child, dir, node_name: node_name.to_string(), log }
+        Agent { child, dir, node_name: node_name.to_string(), log, bridge: None }
     }
 
     pub fn log_text(&self) -> String {
@@ -396,6 +454,7 @@ impl Drop for Agent {
         {
             eprintln!("skiff killall of agent {} failed: {}", self.node_name, String::from_utf8_lossy(&o.stderr));
         }
+        remove_node_leftovers(self.dir.path(), self.bridge.as_deref().unwrap_or(""));
     }
 }
 
@@ -535,8 +594,14 @@ pub fn remove_node_leftovers(data_dir: &Path, bridge: &str) {
         eprintln!("e2e cleanup: unmounting leftover {m}");
         let _ = Command::new("umount").arg("-l").arg(m).stderr(Stdio::null()).status();
     }
+    // The proxy's table carries the bridge's name in these tests; a clean shutdown removes it, a kill does not.
+    let table = Command::new("nft").args(["list", "table", "ip", bridge]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !bridge.is_empty() && table.is_ok_and(|s| s.success()) {
+        eprintln!("e2e cleanup: deleting leftover nftables table ip {bridge}");
+        let _ = Command::new("nft").args(["delete", "table", "ip", bridge]).status();
+    }
     let shown = Command::new("ip").args(["link", "show", bridge]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if shown.is_ok_and(|s| s.success()) {
+    if !bridge.is_empty() && shown.is_ok_and(|s| s.success()) {
         eprintln!("e2e cleanup: deleting leftover bridge {bridge}");
         let _ = Command::new("ip").args(["link", "delete", bridge]).status();
     }
