@@ -97,6 +97,36 @@ async fn run_proxies_services_balances_refuses_repairs_and_cleans_up() {
     assert_eq!(seen.len(), 2, "both backends answer: {seen:?}");
     assert!(seen.contains_key("backend-0") && seen.contains_key("backend-1"), "{seen:?}");
 
+    // Hairpin: a backend reaching the Service gets answers from itself too (masqueraded via @hairpin).
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let reply = connect(&topo.backends[0], &vip, 80).expect("a backend connects to its own Service");
+        *seen.entry(reply).or_insert(0) += 1;
+    }
+    assert!(seen.contains_key("backend-0"), "the backend reached itself through the VIP: {seen:?}");
+
+    // Session affinity: every connection from one client goes to one backend.
+    let sticky: Service = serde_json::from_value(json!({
+        "metadata": {"name": "sticky"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}], "selector": {"app": "web"},
+                 "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 300}}}
+    }))
+    .unwrap();
+    let sticky = services.create(&PostParams::default(), &sticky).await.expect("create Service sticky");
+    let sticky_vip = sticky.spec.unwrap().cluster_ip.unwrap();
+    let mut sticky_slice = slice.clone();
+    sticky_slice.metadata.name = Some("sticky-abc".into());
+    sticky_slice.metadata.labels = Some([("kubernetes.io/service-name".to_string(), "sticky".to_string())].into());
+    slices.create(&PostParams::default(), &sticky_slice).await.expect("create EndpointSlice sticky");
+    eventually("the affinity Service's elements appear", || service_ips(&topo).contains(&format!("{sticky_vip} . tcp . 80 : goto affinity_"))).await;
+    for client in [&topo.node, &topo.backends[1]] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(connect(client, &sticky_vip, 80).expect("connect to the affinity Service"));
+        }
+        assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
+    }
+
     // The NodePort on the node's own address.
     let reply = connect(&topo.node, "10.250.0.1", node_port).expect("connect to the NodePort");
     assert!(reply.starts_with("backend-"), "{reply}");

@@ -112,6 +112,8 @@ impl Topology {
         node.exec(&["ip", "link", "add", "cni0", "type", "bridge"]);
         node.exec(&["ip", "addr", "add", "10.250.0.1/24", "dev", "cni0"]);
         node.exec(&["ip", "link", "set", "cni0", "up"]);
+        // The CNI bridge plugin (isGateway) turns forwarding on; pods reach Services through the node.
+        node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         // Traffic the node sends to a Service VIP needs a route before NAT runs.
         node.exec(&["ip", "route", "add", "default", "dev", "cni0"]);
         let mut backends = Vec::new();
@@ -120,6 +122,8 @@ impl Topology {
             let host_if = format!("veth{i}");
             sh(&["ip", "link", "add", &host_if, "netns", &node.name, "type", "veth", "peer", "name", "eth0", "netns", &b.name]);
             node.exec(&["ip", "link", "set", &host_if, "master", "cni0", "up"]);
+            // As the CNI bridge plugin's hairpinMode: a pod reaching itself through a VIP goes back out its port.
+            node.exec(&["bridge", "link", "set", "dev", &host_if, "hairpin", "on"]);
             let addr = format!("{}/24", backend_ip(i));
             b.exec(&["ip", "addr", "add", &addr, "dev", "eth0"]);
             b.exec(&["ip", "link", "set", "eth0", "up"]);
