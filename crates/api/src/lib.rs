@@ -2,7 +2,9 @@
 //! validation, Table printing, the OpenAPI schema data (and what it drives: OpenAPI documents, strategic
 //! merge patch, unknown-field detection) and protobuf request-body decoding.
 
+pub mod crd;
 pub mod defaults;
+pub mod managedfields;
 pub mod openapi;
 pub mod protobuf;
 pub mod resources;

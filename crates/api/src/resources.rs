@@ -32,6 +32,10 @@ pub struct ResourceInfo {
     pub storage_group: &'static str,
     /// The resource name this resource is stored under.
     pub storage_plural: &'static str,
+    /// The version objects are stored in (`autoscaling/v1` HPAs are stored as `v2`).
+    pub storage_version: &'static str,
+    /// Served from a CustomResourceDefinition (entries made at run time by `crd::Catalog`).
+    pub custom: bool,
 }
 
 impl ResourceInfo {
@@ -77,7 +81,7 @@ impl ResourceInfo {
     }
 }
 
-const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const GUP: &[&str] = &["get", "patch", "update"];
 const CREATE: &[&str] = &["create"];
 const CREATE_GET: &[&str] = &["create", "get"];
@@ -96,6 +100,7 @@ macro_rules! res {
             group: $group, version: $version, kind: $kind, plural: $plural, singular: $singular,
             namespaced: $namespaced, verbs: ALL_VERBS, short_names: &[$($short),*], categories: &[$($cat),*],
             subresources: &[$($sub),*], storage_group: $group, storage_plural: $plural,
+            storage_version: $version, custom: false,
         }
     };
 }
@@ -151,8 +156,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     // autoscaling: v2 is preferred, v1 served from the same storage.
     res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true,
          short: ["hpa"], cat: ["all"], sub: [status("autoscaling", "v2", "HorizontalPodAutoscaler")]),
-    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true,
-         short: ["hpa"], cat: ["all"], sub: [status("autoscaling", "v1", "HorizontalPodAutoscaler")]),
+    ResourceInfo {
+        group: "autoscaling", version: "v1", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler", namespaced: true, verbs: ALL_VERBS, short_names: &["hpa"],
+        categories: &["all"], subresources: &[status("autoscaling", "v1", "HorizontalPodAutoscaler")],
+        storage_group: "autoscaling", storage_plural: "horizontalpodautoscalers", storage_version: "v2", custom: false,
+    },
+    // apiextensions.k8s.io/v1
+    res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
+         "customresourcedefinition", false, short: ["crd", "crds"], cat: ["api-extensions"],
+         sub: [status("apiextensions.k8s.io", "v1", "CustomResourceDefinition")]),
     // coordination.k8s.io/v1
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, short: [], cat: [], sub: []),
     // discovery.k8s.io/v1
@@ -161,7 +174,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event", namespaced: true,
         verbs: ALL_VERBS, short_names: &["ev"], categories: &[], subresources: &[],
-        storage_group: "", storage_plural: "events",
+        storage_group: "", storage_plural: "events", storage_version: "v1", custom: false,
     },
     // rbac.authorization.k8s.io/v1
     res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, short: [], cat: [], sub: []),
