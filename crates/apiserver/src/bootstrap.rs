@@ -88,6 +88,11 @@ pub async fn ensure_cluster_dns(registry: &Registry, dns: &ClusterDns) -> Result
                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port},
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port}]}}))
         .await?;
+    // Endpoints may not point at loopback addresses: a server on loopback serves DNS to the host only.
+    if dns.endpoint_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        tracing::info!(ip = %dns.endpoint_ip, "no endpoints for the kube-dns Service: the node IP is a loopback address");
+        return Ok(());
+    }
     let ports = json!([{"name": "dns", "port": dns.port, "protocol": "UDP"}, {"name": "dns-tcp", "port": dns.port, "protocol": "TCP"}]);
     let endpoints = find("", "v1", "endpoints").expect("served");
     let subsets = json!([{"addresses": [{"ip": dns.endpoint_ip}], "ports": ports}]);
