@@ -20,4 +20,6 @@ pub mod controller_revision;
 pub mod statefulset;
 pub mod podgc;
 pub mod namespace;
+pub mod endpointslice;
+pub mod endpoints;
 pub mod servicelb;
