@@ -28,14 +28,15 @@
 //!     elements = { 10.43.0.10 . tcp . 80 : goto lb_2, 10.43.0.12 . tcp . 443 : goto affinity_10_43_0_12_tcp_443 } }
 //!   map service_nodeports { type inet_proto . inet_service : verdict
 //!     elements = { tcp . 30080 : goto nodeport_lb_nomasq_1 } }        # externalTrafficPolicy: Local
-//!   map endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport
+//!   map endpoints_tcp { typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport
 //!     elements = { 10.43.0.10 . tcp . 80 . 0 : 10.42.0.5 . 8080, 10.43.0.10 . tcp . 80 . 1 : 10.42.1.5 . 8080, ... } }
-//!   map nodeport_endpoints { typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport
-//!     elements = { tcp . 30080 . 0 : 10.42.0.5 . 8080 } }
+//!   map endpoints_udp { ... : ip daddr . udp dport }      # and endpoints_sctp: one endpoint map per protocol
+//!   map nodeport_endpoints_tcp { typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport
+//!     elements = { tcp . 30080 . 0 : 10.42.0.5 . 8080 } }  # and nodeport_endpoints_udp, _sctp
 //!   set no_endpoint_services { type ipv4_addr . inet_proto . inet_service; elements = { 10.43.0.11 . tcp . 53 } }
 //!   set no_endpoint_nodeports { type inet_proto . inet_service }
 //!   set hairpin { type ipv4_addr . ipv4_addr; elements = { 10.42.0.5 . 10.42.0.5, 10.42.1.5 . 10.42.1.5 } }
-//!   map affinity_10_43_0_12_tcp_443_t10800 { typeof ip saddr : ip daddr . th dport; flags timeout; timeout 10800s }
+//!   map affinity_10_43_0_12_tcp_443_t10800 { type ipv4_addr : ipv4_addr . inet_service; flags timeout; timeout 10800s }
 //!
 //!   chain services {
 //!     ip daddr . meta l4proto . th dport vmap @service_ips
@@ -50,10 +51,13 @@
 //!   }
 //!   chain lb_2 {
 //!     ip saddr != 10.42.0.0/16 meta mark set meta mark | 0x4000                       # from outside the pod network
-//!     meta l4proto { tcp, udp, sctp } dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
+//!     meta l4proto tcp dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints_tcp
+//!     meta l4proto udp dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints_udp
+//!     meta l4proto sctp dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints_sctp
 //!   }
-//!   chain nodeport_lb_nomasq_1 {
-//!     meta l4proto { tcp, udp, sctp } dnat to meta l4proto . th dport . numgen random mod 1 map @nodeport_endpoints
+//!   chain nodeport_lb_nomasq_1 {                           # no masquerade mark: keeps the client address
+//!     meta l4proto tcp dnat to meta l4proto . th dport . numgen random mod 1 map @nodeport_endpoints_tcp
+//!     ... (udp, sctp)
 //!   }
 //!   chain endpoints_check {                                # from filter_input/forward/output (priority -1, ct state new)
 //!     ip daddr . meta l4proto . th dport @no_endpoint_services goto reject_connection
@@ -68,7 +72,7 @@
 //!   chain affinity_prerouting { type filter hook prerouting priority -99; ct state new ct status dnat jump affinity_record }
 //!   chain affinity_output { type filter hook output priority -99; ct state new ct status dnat jump affinity_record }
 //!   chain affinity_record {                                # after NAT: remember the chosen endpoint
-//!     ct original ip daddr 10.43.0.12 meta l4proto tcp ct original proto-dst 443 update @affinity_10_43_0_12_tcp_443_t10800 { ip saddr : ip daddr . th dport } return
+//!     ct original ip daddr 10.43.0.12 meta l4proto tcp ct original proto-dst 443 update @affinity_10_43_0_12_tcp_443_t10800 { ip saddr : ip daddr . tcp dport } return
 //!   }
 //! }
 //! ```
@@ -76,13 +80,24 @@
 //! `render_full` prints exactly this shape (with `policy accept` on base chains); [`render_iptables`] prints
 //! the kube-proxy-iptables equivalent (KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-*) for load-time benchmarks.
 //!
+//! Measured with `tests/load_bench.rs` (debug build, 2 busy cores, 2 endpoints per Service): 1,000 Services
+//! load in 0.1 s with nft against 0.96 s for the iptables-restore equivalent (iptables-nft); 3,000 in 0.9 s
+//! against 18 s; 10,000 in 1.5 s (iptables: minutes); a one-Service diff at 10,000 takes 59 ms.
+//!
 //! # What nft 1.0.6 accepts (measured in a throwaway netns, kernel 6.18)
 //!
-//! - A concatenation ending in `numgen random mod N` works as a map key in `dnat to ... map @m` when the map
-//!   is declared with `typeof ... . numgen random mod 2 : ip daddr . th dport`; one map serves every N (the
-//!   key field is a 32-bit integer, N only changes the expression in the rule). Traffic was balanced.
-//! - `dnat to` with a map needs an L4 protocol match first: `meta l4proto { tcp, udp, sctp } dnat to ...`.
-//! - Dynamic map updates with expression data work: `update @m { ip saddr : ip daddr . th dport }`, with
+//! - A concatenation ending in `numgen random mod N` works as a map key in `dnat to ... map @m`; one map
+//!   serves every N (the key field is a 32-bit integer, N only changes the expression in the rule). Traffic
+//!   was balanced over both backends. The map must be declared with `typeof` (a `type ... . mark` key is
+//!   rejected: "datatype mismatch ... packet mark ... integer"; there is no sized `integer` type).
+//! - **Bug:** a rule added in a *later* batch that uses a `typeof` map whose data is `ip daddr . th dport`
+//!   fails with "conflicting protocols specified: tcp vs. th" (the typeof read back from the kernel is
+//!   evaluated in the rule's protocol context); in the same batch as the map it works. Data `ip daddr . tcp
+//!   dport` works from later batches but only in rules matching `meta l4proto tcp`. Hence one endpoint map per
+//!   protocol, and three `dnat` rules (tcp, udp, sctp) per load-balancing chain. Maps without a numgen key use
+//!   `type ipv4_addr : ipv4_addr . inet_service`, which has no such problem.
+//! - `dnat to` with a map needs an L4 protocol match first (`meta l4proto tcp dnat to ...`).
+//! - Dynamic map updates with expression data work: `update @m { ip saddr : ip daddr . tcp dport }`, with
 //!   the map's own timeout. Session affinity therefore needs no per-endpoint chain or set: the chosen
 //!   endpoint is recorded after NAT (filter hooks at priority -99, `ct original ...` matches the frontend)
 //!   and looked up before the random pick. It still uses one chain and one map per affinity frontend, so a
@@ -92,6 +107,9 @@
 //! - `priority dstnat` is rejected in an `output` hook (`-100` is used); `nft -f` batches are atomic: a
 //!   failing batch leaves nothing behind (tested), so one batch both deletes stale and adds new elements.
 //! - Changing an element's value is `delete element` then `add element` in the same batch.
+//! - A pod reaching itself through a VIP needs the bridge port in hairpin mode (the CNI bridge plugin's
+//!   `hairpinMode: true`) as well as the masquerade: with `bridge-nf-call-iptables=1` (built in here) the
+//!   DNAT happens on the bridged packet, which must go back out the port it came in.
 //!
 //! # Not done (yet)
 //!

@@ -265,10 +265,8 @@ fn service_frontends(
         for ip in &external_ips {
             out.push((Frontend::Vip { ip: *ip, protocol, port: svc_port }, target(external, !external_local)));
         }
-        if node_ports {
-            if let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
-                out.push((Frontend::NodePort { protocol, port: np }, target(external, !external_local)));
-            }
+        if node_ports && let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
+            out.push((Frontend::NodePort { protocol, port: np }, target(external, !external_local)));
         }
     }
     out
