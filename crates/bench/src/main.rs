@@ -9,6 +9,7 @@
 //! `skiff-bench scheduler-perf [...]` runs the scheduler workloads on hollow nodes instead (`hollow_perf.rs`).
 //! `skiff-bench podstart [...]` measures pod start latency on the real node agent (`podstart.rs`).
 //! `skiff-bench dns [...]` measures the cluster DNS's queries/s, latency and RSS with 10,000 Services (`dns.rs`).
+//! `skiff-bench proxy [...]` times nftables against iptables service rules and first connects (`proxy.rs`).
 
 mod client;
 mod dns;
@@ -16,6 +17,7 @@ mod hollow;
 mod hollow_perf;
 mod podstart;
 mod process;
+mod proxy;
 mod report;
 mod workload;
 
@@ -106,6 +108,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("scheduler-perf") {
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
         return runtime.block_on(hollow_perf::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("proxy") {
+        return runtime.block_on(proxy::main(&args[1..]));
     }
     if args.first().map(String::as_str) == Some("dns") {
         return dns::main(&args[1..]);
