@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Topology, backend_ip, connect, require_root_and_tools, Server};
+use common::{Netns, Server, Topology, backend_ip, connect, require_root_and_tools, sh};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -134,6 +134,20 @@ async fn run_proxies_services_balances_refuses_repairs_and_cleans_up() {
     // No endpoints: refused, not black-holed (busybox nc reports the RST).
     let err = connect(&topo.node, &empty_vip, 81).expect_err("a Service without endpoints refuses");
     assert!(err.contains("refused"), "{err}");
+
+    // Pod egress to a non-cluster destination is masqueraded (the outside namespace has no route back to
+    // the pod network, so a reply only arrives if the source was rewritten to the node's address).
+    let outside = Netns::new("out");
+    sh(&["ip", "link", "add", "ext0", "netns", &topo.node.name, "type", "veth", "peer", "name", "eth0", "netns", &outside.name]);
+    topo.node.exec(&["ip", "addr", "add", "192.168.77.1/24", "dev", "ext0"]);
+    topo.node.exec(&["ip", "link", "set", "ext0", "up"]);
+    outside.exec(&["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"]);
+    outside.exec(&["ip", "link", "set", "eth0", "up"]);
+    let _outside_server = Server::start(&outside, 9000, "outside");
+    eventually("a pod reaches a non-cluster address through masquerade", || {
+        connect(&topo.backends[0], "192.168.77.2", 9000).as_deref() == Ok("outside")
+    })
+    .await;
 
     // Someone flushes the table: the repair loop puts it back.
     topo.node.exec(&["nft", "flush", "table", "ip", "skiff"]);
