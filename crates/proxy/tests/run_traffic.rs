@@ -126,6 +126,10 @@ async fn run_proxies_services_balances_refuses_repairs_and_cleans_up() {
         }
         assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
     }
+    let affinity_map = format!("affinity_{}_tcp_80_t300", sticky_vip.replace('.', "_"));
+    let remembered = topo.node.exec(&["nft", "list", "map", "ip", "skiff", &affinity_map]);
+    assert!(remembered.contains("10.250.0.1 expires") || remembered.contains("10.250.0.1 :"), "{remembered}");
+    assert!(remembered.contains(&backend_ip(1)) || remembered.contains(&backend_ip(0)), "{remembered}");
 
     // The NodePort on the node's own address.
     let reply = connect(&topo.node, "10.250.0.1", node_port).expect("connect to the NodePort");
