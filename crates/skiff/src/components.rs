@@ -78,6 +78,8 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
         spawn("job", job::run(ctx.clone(), shutdown.clone())),
         spawn("cronjob", cronjob::run(ctx.clone(), shutdown.clone())),
         spawn("podgc", podgc::run(ctx.clone(), shutdown.clone())),
+        spawn("endpointslice", skiff_controllers::endpointslice::run(ctx.clone(), shutdown.clone())),
+        spawn("endpoints", skiff_controllers::endpoints::run(ctx.clone(), shutdown.clone())),
     ];
     if config.servicelb {
         tasks.push(spawn("servicelb", servicelb::run(ctx.clone(), shutdown.clone())));
