@@ -355,3 +355,26 @@ async fn malformed_packets_are_dropped_and_serving_goes_on() {
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer)).await.unwrap().unwrap();
     assert_eq!(Message::from_vec(&buffer[..n]).unwrap().metadata.id, again.metadata.id);
 }
+
+/// `dig`'s answer lines (`+short`) for one question, over UDP or TCP.
+async fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new("dig");
+    command.arg(format!("@{}", server.ip())).arg("-p").arg(server.port().to_string()).args(["+short", "+time=2", "+tries=1"]);
+    command.args(args);
+    let output = command.output().await.expect("dig runs: install it with `apt-get install bind9-dnsutils`");
+    assert!(output.status.success(), "dig {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn dig_gets_answers_over_udp_and_tcp() {
+    let cluster = start(vec![]).await;
+    let short = dig(cluster.dns, &["kubernetes.default.svc.cluster.local", "A"]).await;
+    assert_eq!(short.trim(), "10.43.0.1");
+    let short = dig(cluster.dns, &["+tcp", "kubernetes.default.svc.cluster.local", "A"]).await;
+    assert_eq!(short.trim(), "10.43.0.1");
+    let short = dig(cluster.dns, &["_https._tcp.kubernetes.default.svc.cluster.local", "SRV"]).await;
+    assert_eq!(short.trim(), "0 100 443 kubernetes.default.svc.cluster.local.");
+    let short = dig(cluster.dns, &["-x", "10.43.0.1"]).await;
+    assert_eq!(short.trim(), "kubernetes.default.svc.cluster.local.");
+}
