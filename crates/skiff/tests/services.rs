@@ -90,9 +90,11 @@ fn exec(lab: &Lab, pod: &str, script: &str) -> String {
     lab.server.ok(&["exec", pod, "--", "sh", "-c", script])
 }
 
+/// (busybox 1.35's `wget -T` crashes; `timeout` bounds a request instead.)
 /// The set of answers of `n` requests to `url` from `pod` (each answer is a backend's hostname).
 fn answers(lab: &Lab, pod: &str, url: &str, n: usize) -> Vec<String> {
-    let out = exec(lab, pod, &format!("for i in $(seq {n}); do wget -q -T 3 -O - {url} || echo FAILED; done"));
+    let out = exec(lab, pod, &format!("for i in $(seq {n}); do timeout 5 wget -q -O - {url} 2>&1 || echo FAILED; done"));
+    eprintln!("{n} requests to {url} from {pod}: {out:?}");
     out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
 }
 
@@ -123,7 +125,7 @@ fn a_service_balances_over_ready_pods_on_two_nodes_and_is_reachable_from_the_hos
     // A pod on one node reaches a pod on the other directly, with its own address (no masquerade).
     let other = pods.iter().find(|p| p["spec"]["nodeName"] != lab.nodes[0].name.as_str()).expect("a backend on node 1");
     let ip = other["status"]["podIP"].as_str().unwrap();
-    assert_eq!(exec(&lab, "client", &format!("wget -q -T 3 -O - http://{ip}:8080")).trim(), other["metadata"]["name"]);
+    assert_eq!(exec(&lab, "client", &format!("timeout 5 wget -q -O - http://{ip}:8080")).trim(), other["metadata"]["name"]);
 
     // A pod failing readiness stops receiving traffic.
     let sick = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
@@ -332,17 +334,18 @@ fn a_service_without_endpoints_refuses_and_flushed_rules_come_back() {
 
     // No endpoints: refused at once, not a time-out.
     eventually("the empty Service refuses connections", Duration::from_secs(30), || {
-        let out = s.kubectl(&["exec", "client", "--", "sh", "-c", &format!("wget -q -T 10 -O - http://{empty_ip}/ 2>&1; true")]);
+        let out = s.kubectl(&["exec", "client", "--", "sh", "-c", &format!("timeout 10 wget -q -O - http://{empty_ip}/ 2>&1; true")]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("wget of the empty Service: {text:?}");
         text.contains("refused").then_some(())
     });
 
     let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
-    eventually("the web Service answers", Duration::from_secs(30), || (exec(&lab, "client", &format!("wget -q -T 3 -O - http://{web_ip}/ || true")).trim() == name).then_some(()));
+    eventually("the web Service answers", Duration::from_secs(30), || (exec(&lab, "client", &format!("timeout 5 wget -q -O - http://{web_ip}/ || true")).trim() == name).then_some(()));
     // Someone flushes the proxy's table by hand: the proxy notices and restores it.
     let (ok, out) = lab.in_node(0, &["nft", "flush", "table", "ip", "skiff"]);
     assert!(ok, "nft flush failed: {out}");
     eventually("the Service answers again after the flush", Duration::from_secs(60), || {
-        (exec(&lab, "client", &format!("wget -q -T 3 -O - http://{web_ip}/ || true")).trim() == name).then_some(())
+        (exec(&lab, "client", &format!("timeout 5 wget -q -O - http://{web_ip}/ || true")).trim() == name).then_some(())
     });
 }
