@@ -35,7 +35,7 @@ spec:
       - name: web
         image: "{IMAGE}"
         imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -vv -p 8080 -h /www"]
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe:
           exec: {{command: ["sh", "-c", "test ! -f /tmp/unready"]}}
@@ -126,6 +126,9 @@ fn a_service_balances_over_ready_pods_on_two_nodes_and_is_reachable_from_the_hos
     let other = pods.iter().find(|p| p["spec"]["nodeName"] != lab.nodes[0].name.as_str()).expect("a backend on node 1");
     let ip = other["status"]["podIP"].as_str().unwrap();
     assert_eq!(exec(&lab, "client", &format!("timeout 5 wget -q -O - http://{ip}:8080")).trim(), other["metadata"]["name"]);
+    let client_ip = lab.server.get_json(&["pod", "client"])["status"]["podIP"].as_str().unwrap().to_string();
+    let backend_log = lab.server.ok(&["logs", other["metadata"]["name"].as_str().unwrap()]);
+    assert!(backend_log.contains(&client_ip), "the backend saw the client pod's own address {client_ip}: {backend_log}");
 
     // A pod failing readiness stops receiving traffic.
     let sick = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
