@@ -216,7 +216,7 @@ pub fn subsets_for(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let mut subsets: Vec<EndpointSubset> = by_ports.into_values().collect();
     for s in &mut subsets {
         for list in [&mut s.addresses, &mut s.not_ready_addresses].into_iter().flatten() {
-            list.sort_by(|a, b| address_sort_key(a).cmp(&address_sort_key(b)));
+            list.sort_by_key(address_sort_key);
         }
     }
     subsets

@@ -11,10 +11,13 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// How long an unseen write is waited for before the cache is trusted anyway.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 
+/// Slice name -> what the cache should show, and since when.
+type Expected = HashMap<String, (Expect, Instant)>;
+
 #[derive(Default)]
 pub struct Tracker {
-    /// Service key -> slice name -> what the cache should show.
-    expected: Mutex<HashMap<String, HashMap<String, (Expect, Instant)>>>,
+    /// By Service key.
+    expected: Mutex<HashMap<String, Expected>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
