@@ -425,7 +425,8 @@ async fn create(ctx: &Ctx, t: &Target, body: Body) -> Result<Response, ApiError>
 }
 
 pub async fn update(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool) -> Result<Response, ApiError> {
-    let (obj, warnings) = decode_for(ctx, t, body, None).await?;
+    let (mut obj, warnings) = decode_for(ctx, t, body, None).await?;
+    patch::record_update(ctx, t.r, None, &mut obj, false)?;
     match obj["metadata"].get("name").and_then(Value::as_str) {
         Some(n) if !n.is_empty() && n != name => {
             return Err(ApiError::bad_request(format!(
@@ -434,7 +435,25 @@ pub async fn update(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool)
         }
         _ => {}
     }
-    let updated = ctx.server.registry.update(t.r, t.namespace.as_deref(), name, obj, status, ctx.write_options()).await?;
+    let registry = &ctx.server.registry;
+    let ns = t.namespace.as_deref();
+    let mut attempts = 0;
+    let updated = loop {
+        // managedFields are computed against the object the write replaces, so a changed object retries.
+        let old = registry.get(t.r, ns, name).await?;
+        let mut new = obj.clone();
+        patch::record_update(ctx, t.r, Some(&old), &mut new, status)?;
+        if new["metadata"].get("resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty) {
+            // An unconditional update: compare-and-swap on what managedFields were computed from.
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            attempts += 1;
+            match registry.update_from(t.r, ns, name, &old, new, status, ctx.write_options()).await {
+                Err(e) if e.code == 409 && e.reason == "Conflict" && attempts < 8 => continue,
+                other => break other?,
+            }
+        }
+        break registry.update_from(t.r, ns, name, &old, new, status, ctx.write_options()).await?;
+    };
     Ok(with_warnings(json_response(StatusCode::OK, &updated), &warnings))
 }
 

@@ -17,6 +17,8 @@ pub struct Params {
     pub continue_token: Option<String>,
     pub dry_run: bool,
     pub field_manager: Option<String>,
+    /// `force` of a server-side apply.
+    pub force: Option<bool>,
     pub field_validation: Option<String>,
     pub include_object: Option<String>,
     pub propagation_policy: Option<String>,
@@ -61,6 +63,7 @@ impl Params {
                     }
                 }
                 "fieldManager" => p.field_manager = Some(v.to_string()),
+                "force" => p.force = Some(parse_bool("force", v)?),
                 "fieldValidation" => match v {
                     "Strict" | "Warn" | "Ignore" | "" => p.field_validation = Some(v.to_string()).filter(|s| !s.is_empty()),
                     other => {

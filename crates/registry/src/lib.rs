@@ -212,7 +212,24 @@ fn is_secret(r: &ResourceInfo) -> bool {
 
 /// Metadata fields only the server sets.
 const SERVER_FIELDS: &[&str] =
-    &["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"];
+    &["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"];
+
+/// managedFields as the API server computed them (`skiff_api::managedfields`): an empty list is
+/// dropped; when `new` has none at all (an internal write), `old`'s are kept.
+fn keep_managed_fields(new: &mut Value, old: Option<&Value>) {
+    let Some(m) = new["metadata"].as_object_mut() else { return };
+    match m.get("managedFields") {
+        Some(Value::Array(list)) if !list.is_empty() => {}
+        Some(_) => {
+            m.remove("managedFields");
+        }
+        None => {
+            if let Some(previous) = old.and_then(|o| o["metadata"].get("managedFields")) {
+                m.insert("managedFields".into(), previous.clone());
+            }
+        }
+    }
+}
 
 impl Registry {
     pub fn new(backend: Arc<dyn Backend>, encryptor: Option<Encryptor>, config: RegistryConfig) -> Self {
@@ -421,6 +438,8 @@ impl Registry {
                         &[FieldError::required_msg("metadata.name", "name or generateName is required")],
                     ));
                 }
+        keep_managed_fields(&mut obj, None);
+        let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
             }
         }
         match namespace {
@@ -533,7 +552,6 @@ impl Registry {
             }
         }
         if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("managedFields");
             m.remove("selfLink");
             m.insert("name".into(), json!(name));
             match namespace {
@@ -550,6 +568,7 @@ impl Registry {
         }
         let r_storage = storage_resource(r);
         let mut errors = skiff_api::validation::validate(r_storage, &new);
+        keep_managed_fields(&mut new, Some(&old_stored));
         errors.extend(skiff_api::validation::validate_update(r_storage, &new, &old_stored));
         let _guard = if r.storage_group.is_empty() && r.storage_plural == "services" && errors.is_empty() && !status {
             let guard = self.service_lock.lock().await;
