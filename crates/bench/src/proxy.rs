@@ -453,7 +453,8 @@ struct Scripts {
     /// One Service added, `repeats` times in a row after the changes.
     nft_add: Vec<tempfile::NamedTempFile>,
     ipt_add: Vec<tempfile::NamedTempFile>,
-    /// Sizes in bytes: (nft full, iptables full, nft change, iptables change, nft add, iptables add).
+    /// Sizes in bytes: (nft full, iptables full, nft change, iptables change, nft add, iptables add); for the
+    /// steps, the last one's.
     bytes: [usize; 6],
     /// Render times (ms) in this build: model build, render_full, render_diff, render_iptables.
     render_ms: [f64; 4],
@@ -535,7 +536,7 @@ struct SyncTimes {
     add: Vec<f64>,
 }
 
-fn bench_sync(registry: &Arc<Registry>, loader: Loader, scripts: &Scripts, repeats: usize) -> anyhow::Result<SyncTimes> {
+fn bench_sync(registry: &Arc<Registry>, loader: Loader, scripts: &Scripts, n: usize, repeats: usize) -> anyhow::Result<SyncTimes> {
     let (full, change, add) = match loader {
         Loader::Nft => (&scripts.nft_full, &scripts.nft_change, &scripts.nft_add),
         _ => (&scripts.ipt_full, &scripts.ipt_change, &scripts.ipt_add),
@@ -555,19 +556,34 @@ fn bench_sync(registry: &Arc<Registry>, loader: Loader, scripts: &Scripts, repea
     for step in add {
         times.add.push(ms(timed(loader.incremental(&ns), step.path())?));
     }
-    check_loaded(&ns, loader)?;
+    check_loaded(&ns, loader, cluster_ip(n + repeats - 1))?;
     Ok(times)
 }
 
-/// After the steps, the rules of the last added Service are there (a cheap sanity check, not timed).
-fn check_loaded(ns: &Netns, loader: Loader) -> anyhow::Result<()> {
+/// After the steps, the last added Service's VIP is in the rules (a sanity check, not timed).
+fn check_loaded(ns: &Netns, loader: Loader, vip: Ipv4Addr) -> anyhow::Result<()> {
     let out = match loader {
-        Loader::Nft => ns.exec("nft", &["list", "chain", "ip", "skiff", "services"]).output()?,
+        Loader::Nft => ns.exec("nft", &["list", "map", "ip", "skiff", "service_ips"]).output()?,
         Loader::IptablesNft => ns.exec("iptables-nft", &["-t", "nat", "-S", "KUBE-SERVICES"]).output()?,
         Loader::IptablesLegacy => ns.exec("iptables-legacy", &["-t", "nat", "-S", "KUBE-SERVICES"]).output()?,
     };
     if !out.status.success() {
         bail!("listing the {} rules failed: {}", loader.label(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let listed = String::from_utf8_lossy(&out.stdout);
+    // iptables -S lists the matches in its own order.
+    let (wanted, found) = match loader {
+        Loader::Nft => {
+            let w = format!("{vip} . tcp . 80 ");
+            (w.clone(), listed.contains(&w))
+        }
+        _ => {
+            let d = format!("-d {vip}/32 ");
+            (format!("{d}... --dport 80"), listed.lines().any(|l| l.contains(&d) && l.contains("--dport 80 ")))
+        }
+    };
+    if !found {
+        bail!("after the incremental steps the {} rules lack the last added Service ({wanted:?} not listed)", loader.label());
     }
     Ok(())
 }
@@ -627,10 +643,20 @@ impl Drop for Listener {
     }
 }
 
-/// Connect samples in ms: (to VIPs, direct to the backend).
+/// Connect samples in ms: to VIPs and direct to the backend with the rules loaded, and direct before.
 struct ConnectTimes {
     vip: Vec<f64>,
     direct: Vec<f64>,
+    no_rules: Vec<f64>,
+}
+
+/// One TCP connect (returns after the SYN-ACK), closed at once; its time in ms.
+fn connect_once(to: &SocketAddr) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let stream = TcpStream::connect_timeout(to, CONNECT_TIMEOUT).with_context(|| format!("connect to {to} failed"))?;
+    let took = ms(start.elapsed());
+    drop(stream);
+    Ok(took)
 }
 
 /// Sets up client and backend namespaces, loads the rules for `n` single-backend Services with `loader`,
@@ -646,6 +672,18 @@ fn bench_connect(registry: &Arc<Registry>, loader: Loader, n: usize, connects: u
     // VIPs are routed towards the backend; the nat output hook rewrites them to the endpoint.
     client.ip(&["route", "add", "default", "via", &BACKEND.to_string()])?;
     let listener = Listener::start(&backend)?;
+
+    // The floor without any rules in the namespace, before loading them.
+    let client_name = client.name.clone();
+    let no_rules = std::thread::Builder::new().name("client".into()).spawn(move || -> anyhow::Result<Vec<f64>> {
+        enter_netns(&client_name)?;
+        let direct = SocketAddr::from((BACKEND, TARGET_PORT));
+        for _ in 0..WARMUP_CONNECTS {
+            connect_once(&direct)?;
+        }
+        (0..connects).map(|_| connect_once(&direct)).collect()
+    })?;
+    let no_rules = no_rules.join().map_err(|_| anyhow::anyhow!("the client thread panicked"))??;
 
     let model = Cluster::single_backend(n).model();
     let script = match loader {
@@ -664,18 +702,12 @@ fn bench_connect(registry: &Arc<Registry>, loader: Loader, n: usize, connects: u
     let client_name = client.name.clone();
     let thread = std::thread::Builder::new().name("client".into()).spawn(move || -> anyhow::Result<ConnectTimes> {
         enter_netns(&client_name)?;
-        let connect = |to: &SocketAddr| -> anyhow::Result<f64> {
-            let start = Instant::now();
-            let stream = TcpStream::connect_timeout(to, CONNECT_TIMEOUT).with_context(|| format!("connect to {to} failed"))?;
-            let took = ms(start.elapsed());
-            drop(stream);
-            Ok(took)
-        };
+        let connect = connect_once;
         for to in &warm {
             connect(&direct)?;
             connect(to)?;
         }
-        let mut times = ConnectTimes { vip: Vec::new(), direct: Vec::new() };
+        let mut times = ConnectTimes { vip: Vec::new(), direct: Vec::new(), no_rules };
         for to in &vips {
             times.direct.push(connect(&direct)?);
             times.vip.push(connect(to)?);
@@ -704,8 +736,10 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
             result.context("the benchmark thread panicked")?
         }
         _ = tokio::signal::ctrl_c() => {
+            // The worker thread cannot be stopped; delete its namespaces and end the process.
             registry.cleanup();
-            bail!("interrupted; deleted the benchmark's network namespaces")
+            eprintln!("interrupted; deleted the benchmark's network namespaces");
+            std::process::exit(130);
         }
     }
 }
@@ -719,7 +753,7 @@ fn bench(o: &Options, registry: &Arc<Registry>) -> anyhow::Result<()> {
     let nft_version = first_line("nft", &["--version"]);
     let ipt_version = first_line("iptables", &["--version"]);
     let legacy_version = first_line("iptables-legacy", &["--version"]);
-    eprintln!("machine: {machine}; {nft_version}; {ipt_version}");
+    eprintln!("machine: {machine}; {nft_version}; {ipt_version}; load average {}", load_average());
     let floor = exec_floor(registry, o.repeats)?;
     eprintln!("ip netns exec NS true: {:.1} ms", median(&floor));
 
@@ -736,7 +770,7 @@ fn bench(o: &Options, registry: &Arc<Registry>) -> anyhow::Result<()> {
         );
         let mut per_loader = BTreeMap::new();
         for &loader in &loaders {
-            let t = bench_sync(registry, loader, &scripts, o.repeats)
+            let t = bench_sync(registry, loader, &scripts, n, o.repeats)
                 .with_context(|| format!("{n} Services, {}", loader.label()))?;
             eprintln!(
                 "{n} {}: full {:.1} ms, resync {:.1} ms, change {:.1} ms, add {:.1} ms",
@@ -774,9 +808,17 @@ fn bench(o: &Options, registry: &Arc<Registry>) -> anyhow::Result<()> {
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!("Machine: {machine}");
     println!("Tools: {nft_version}; {ipt_version}; {legacy_version}");
+    let list = |v: &[usize]| if v.is_empty() { "none".to_string() } else { v.iter().map(usize::to_string).collect::<Vec<_>>().join(",") };
     println!(
-        "Command: `skiff-bench proxy {}` ({build} build of skiff-bench; the sync times are spent in nft/iptables and the kernel)\n",
-        std::env::args().skip(2).collect::<Vec<_>>().join(" ")
+        "Command: `skiff-bench proxy --sync {} --connect {} --repeats {} --connects {} --endpoints {}{}` ({build} build of \
+         skiff-bench; the sync times are spent in nft/iptables and the kernel); load average at the end {}\n",
+        list(&o.sync),
+        list(&o.connect),
+        o.repeats,
+        o.connects,
+        o.endpoints,
+        if o.legacy { "" } else { " --no-legacy" },
+        load_average()
     );
     if !sync.is_empty() {
         let mut header = String::from("| operation | Services |");
@@ -843,19 +885,20 @@ fn bench(o: &Options, registry: &Arc<Registry>) -> anyhow::Result<()> {
              direct connects to the backend (ms)\n",
             o.connects
         );
-        println!("| rules | Services | VIP p50 | VIP p99 | direct p50 | direct p99 | VIP − direct p50 | VIP p50 / nft VIP p50 |\n|---|---|---|---|---|---|---|---|");
+        println!("| rules | Services | VIP p50 | VIP p99 | direct p50 | direct p99 | direct p50, no rules | VIP − no-rules p50 | VIP p50 / nft VIP p50 |\n|---|---|---|---|---|---|---|---|---|");
         for (n, per) in &connect {
             let nft = median(&per[&Loader::Nft].vip);
             for l in &loaders {
                 let t = &per[l];
                 println!(
-                    "| {} | {n} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                    "| {} | {n} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
                     l.label(),
                     median(&t.vip),
                     percentile(&t.vip, 99.0),
                     median(&t.direct),
                     percentile(&t.direct, 99.0),
-                    median(&t.vip) - median(&t.direct),
+                    median(&t.no_rules),
+                    median(&t.vip) - median(&t.no_rules),
                     median(&t.vip) / nft
                 );
             }
@@ -864,11 +907,21 @@ fn bench(o: &Options, registry: &Arc<Registry>) -> anyhow::Result<()> {
             "\nClient and backend are two network namespaces joined by a veth pair; the rules are loaded in the client's \
              namespace (nat output hook), every Service's one endpoint is the backend {BACKEND}:{TARGET_PORT}, and each \
              connect is a new connection (new conntrack entry, so the NAT lookup runs). connect() returns after the \
-             SYN-ACK; {WARMUP_CONNECTS} warm-up pairs are not counted.{}",
+             SYN-ACK; {WARMUP_CONNECTS} warm-up pairs are not counted. \"direct\" connects run with the rules loaded and \
+             pass the same nat output hook: with iptables every new connection, to a VIP or not, walks KUBE-SERVICES \
+             rule by rule, so they are slower too; \"no rules\" is the same client before the rules were loaded \
+             ({} direct connects).{}",
+            o.connects,
             if o.connect.iter().any(|&n| n < o.connects) { " With fewer Services than connects, VIPs are used more than once." } else { "" }
         );
     }
     Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn size(bytes: usize) -> String {
