@@ -192,6 +192,68 @@ async fn bind(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response,
     Ok(json_response(StatusCode::CREATED, &skiff_api::status::success_status("", "pods", name, None)))
 }
 
+/// Checks the pod's PodDisruptionBudget before an eviction and takes one disruption from it (upstream's
+/// `EvictionREST.Create` with the default `IfHealthyBudget` policy): no budget, or a budget allowing a
+/// disruption, lets the eviction go on and records the pod in `status.disruptedPods`; otherwise 429 with
+/// upstream's message and a `DisruptionBudget` cause. A not-ready pod may go while the budget is met.
+async fn take_disruption_budget(ctx: &Ctx, namespace: &str, name: &str, pod: &serde_json::Value) -> Result<(), ApiError> {
+    let pdbs = skiff_api::resources::find("policy", "v1", "poddisruptionbudgets").expect("served");
+    let labels = pod["metadata"]["labels"].as_object().cloned();
+    let matching = ctx
+        .server
+        .registry
+        .list(pdbs, Some(namespace), None, None, &|b| {
+            skiff_api::selector::LabelSelector::from_json(&b["spec"]["selector"]).is_ok_and(|sel| sel.matches(labels.as_ref()))
+        })
+        .await?
+        .items;
+    let budget = match matching.as_slice() {
+        [] => return Ok(()),
+        [one] => one,
+        _ => return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")),
+    };
+    let pdb_name = budget["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let ready = pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let too_many = |message: String| {
+        ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_cause("DisruptionBudget", &message, "")
+    };
+    if budget["status"]["observedGeneration"].as_i64() < budget["metadata"]["generation"].as_i64() {
+        return Err(too_many(format!("The disruption budget {pdb_name} is still being processed by the server.")));
+    }
+    let (current, desired) = (budget["status"]["currentHealthy"].as_i64().unwrap_or(0), budget["status"]["desiredHealthy"].as_i64().unwrap_or(0));
+    // IfHealthyBudget: an unhealthy pod may go without taking a disruption while the budget is met.
+    if !ready && current >= desired && desired > 0 {
+        return Ok(());
+    }
+    if ctx.params.dry_run {
+        return if budget["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(too_many(format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")))
+        };
+    }
+    let now = skiff_registry::now_rfc3339();
+    let pod_name = name.to_string();
+    ctx.server
+        .registry
+        .guaranteed_update(pdbs, Some(namespace), &pdb_name, true, ctx.write_options(), &|old| {
+            let allowed = old["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+            if allowed <= 0 {
+                let (current, desired) = (old["status"]["currentHealthy"].as_i64().unwrap_or(0), old["status"]["desiredHealthy"].as_i64().unwrap_or(0));
+                return Err(too_many(format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")));
+            }
+            let mut new = old.clone();
+            new["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            if !new["status"]["disruptedPods"].is_object() {
+                new["status"]["disruptedPods"] = json!({});
+            }
+            new["status"]["disruptedPods"][&pod_name] = json!(now);
+            Ok(new)
+        })
+        .await?;
+    Ok(())
+}
+
 /// Sets the `PodScheduled` condition to True (upstream's `UpdatePodCondition`: the transition time changes
 /// only when the status does).
 fn set_pod_scheduled(status: &mut serde_json::Value, now: &str) {
@@ -212,6 +274,13 @@ fn set_pod_scheduled(status: &mut serde_json::Value, now: &str) {
 
 async fn evict(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Response, ApiError> {
     let (eviction, _) = handlers::decode_for(ctx, t, body, Some(("policy/v1", "Eviction"))).await?;
+    let pod = ctx.server.registry.get(t.r, t.namespace.as_deref(), name).await?;
+    // Upstream's canIgnorePDB: terminal and pending pods and pods already being deleted need no budget.
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    let deleting = pod["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
+    if !matches!(phase, "Succeeded" | "Failed" | "Pending") && !deleting {
+        take_disruption_budget(ctx, t.namespace.as_deref().unwrap_or_default(), name, &pod).await?;
+    }
     let opts = DeleteOptions {
         grace_period_seconds: eviction["deleteOptions"]["gracePeriodSeconds"].as_i64(),
         precondition_uid: eviction["deleteOptions"]["preconditions"]["uid"].as_str().map(str::to_string),

@@ -519,3 +519,44 @@ async fn binding_assigns_the_node_copies_annotations_and_marks_the_pod_scheduled
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     api.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn eviction_honours_the_pod_disruption_budget() {
+    let api = api().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(api.post("/api/v1/namespaces/default/pods", pod).await.status, StatusCode::CREATED);
+    let mut p = api.get("/api/v1/namespaces/default/pods/p").await.body;
+    p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+    assert_eq!(api.put("/api/v1/namespaces/default/pods/p/status", p).await.status, StatusCode::OK);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "a"}}}});
+    assert_eq!(api.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", pdb).await.status, StatusCode::CREATED);
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}});
+    // Not processed by the disruption controller yet, then no disruption allowed: 429 with the reason.
+    let r = api.post("/api/v1/namespaces/default/pods/p/eviction", eviction.clone()).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    set_pdb_status(&api, 0).await;
+    let r = api.post("/api/v1/namespaces/default/pods/p/eviction", eviction.clone()).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(r.body["message"], "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_eq!(r.body["details"]["causes"][0]["reason"], "DisruptionBudget");
+    assert_eq!(api.get("/api/v1/namespaces/default/pods/p").await.status, StatusCode::OK, "the pod is still there");
+    // One disruption allowed: the pod goes and the budget records it.
+    set_pdb_status(&api, 1).await;
+    let r = api.post("/api/v1/namespaces/default/pods/p/eviction", eviction).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let b = api.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/b").await.body;
+    assert_eq!(b["status"]["disruptionsAllowed"], 0);
+    assert!(b["status"]["disruptedPods"]["p"].is_string(), "{}", b["status"]);
+    assert_eq!(api.get("/api/v1/namespaces/default/pods/p").await.status, StatusCode::NOT_FOUND);
+    api.shutdown.cancel();
+}
+
+/// Writes the status the disruption controller would: one pod needed, `allowed` disruptions possible.
+async fn set_pdb_status(api: &Api, allowed: i64) {
+    let mut b = api.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/b").await.body;
+    b["status"] = json!({"observedGeneration": 1, "currentHealthy": 1 + allowed, "desiredHealthy": 1, "expectedPods": 1 + allowed, "disruptionsAllowed": allowed});
+    let r = api.put("/apis/policy/v1/namespaces/default/poddisruptionbudgets/b/status", b).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}

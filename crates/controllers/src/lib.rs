@@ -23,3 +23,4 @@ pub mod namespace;
 pub mod endpointslice;
 pub mod endpoints;
 pub mod servicelb;
+pub mod disruption;

@@ -62,6 +62,7 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
     use skiff_controllers::context::Context;
     use skiff_controllers::{cronjob, daemonset, deployment, garbage_collector, job, node_ipam, namespace, node_lifecycle, podgc, replicaset, serviceaccount, statefulset};
     use skiff_controllers::servicelb;
+    use skiff_controllers::disruption;
     let ctx = Context::new(client);
     let ipam = node_ipam::NodeIpamConfig { cluster_cidr: config.cluster_cidr, node_mask: config.node_cidr_mask };
     let lifecycle = node_lifecycle::NodeLifecycleConfig { grace_period: config.node_monitor_grace_period, ..Default::default() };
@@ -80,6 +81,7 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
         spawn("podgc", podgc::run(ctx.clone(), shutdown.clone())),
         spawn("endpointslice", skiff_controllers::endpointslice::run(ctx.clone(), shutdown.clone())),
         spawn("endpoints", skiff_controllers::endpoints::run(ctx.clone(), shutdown.clone())),
+        spawn("disruption", disruption::run(ctx.clone(), shutdown.clone())),
     ];
     if config.servicelb {
         tasks.push(spawn("servicelb", servicelb::run(ctx.clone(), shutdown.clone())));
