@@ -423,6 +423,8 @@ impl Registry {
         for f in SERVER_FIELDS {
             meta.remove(*f);
         }
+        keep_managed_fields(&mut obj, None);
+        let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
         let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         if !has_name {
             match meta.get("generateName").and_then(Value::as_str) {
@@ -438,8 +440,6 @@ impl Registry {
                         &[FieldError::required_msg("metadata.name", "name or generateName is required")],
                     ));
                 }
-        keep_managed_fields(&mut obj, None);
-        let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
             }
         }
         match namespace {
