@@ -1760,6 +1760,76 @@ pub fn table_from_rows(resource: &ResourceInfo, rows: Vec<Value>, resource_versi
     Value::Object(table)
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Custom resources: a Name column, then the CRD version's `additionalPrinterColumns` (JSONPath cells).
+
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some \
+resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for \
+creation idempotence and configuration definition. Cannot be updated. More info: \
+https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+
+/// The column definitions of a custom resource version.
+pub fn custom_columns(columns: &[crate::crd::PrinterColumn]) -> Vec<Value> {
+    let mut out = vec![json!({"name": "Name", "type": "string", "format": "name", "description": NAME_DESCRIPTION, "priority": 0})];
+    out.extend(columns.iter().map(|c| {
+        json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority})
+    }));
+    out
+}
+
+/// One cell of a printer column: dates as ages (`5m`), other values as JSON, absent values as null.
+fn custom_cell(c: &crate::crd::PrinterColumn, obj: &Value, now: Timestamp) -> Value {
+    let found = crate::crd::jsonpath::find(obj, &c.json_path);
+    let Some(first) = found.first() else { return Value::Null };
+    match c.type_.as_str() {
+        "date" => match first.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+            Some(ts) => Value::String(since(now, Some(ts))),
+            None => (*first).clone(),
+        },
+        "integer" | "number" | "boolean" => (*first).clone(),
+        _ if found.len() > 1 => Value::String(
+            found.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(","),
+        ),
+        _ => match first {
+            Value::String(_) => (*first).clone(),
+            other => Value::String(other.to_string()),
+        },
+    }
+}
+
+/// One Table row of a custom object.
+pub fn custom_row(resource: &ResourceInfo, columns: &[crate::crd::PrinterColumn], obj: &Value, include_object: IncludeObject, now: Timestamp) -> Value {
+    let mut cells = vec![name(obj)];
+    cells.extend(columns.iter().map(|c| custom_cell(c, obj, now)));
+    let mut row = Map::new();
+    row.insert("cells".into(), Value::Array(cells));
+    match include_object {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            row.insert("object".into(), partial_object_metadata(obj));
+        }
+        IncludeObject::Object => {
+            row.insert("object".into(), full_object(resource, obj));
+        }
+    }
+    Value::Object(row)
+}
+
+/// A Table of custom objects from rows made by [`custom_row`].
+pub fn custom_table_from_rows(columns: &[crate::crd::PrinterColumn], rows: Vec<Value>, resource_version: &str, with_columns: bool) -> Value {
+    let mut metadata = Map::new();
+    if !resource_version.is_empty() {
+        metadata.insert("resourceVersion".into(), resource_version.into());
+    }
+    let mut table = Map::new();
+    table.insert("kind".into(), "Table".into());
+    table.insert("apiVersion".into(), "meta.k8s.io/v1".into());
+    table.insert("metadata".into(), Value::Object(metadata));
+    table.insert("columnDefinitions".into(), Value::Array(if with_columns { custom_columns(columns) } else { Vec::new() }));
+    table.insert("rows".into(), Value::Array(rows));
+    Value::Object(table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

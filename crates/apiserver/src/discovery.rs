@@ -1,9 +1,13 @@
 //! Discovery: the aggregated (apidiscovery.k8s.io/v2) and legacy documents for `/api` and `/apis`,
-//! rendered once from the resource table, served with an ETag so kubectl's cache revalidates cheaply.
+//! rendered from the resource catalog (built-ins and the custom resources CRDs add; rendered again when
+//! the catalog changes), served with an ETag so kubectl's cache revalidates cheaply.
+
+use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
+use skiff_api::crd::Catalog;
 use sha2::{Digest, Sha256};
-use skiff_api::resources::{self, ResourceInfo};
+use skiff_api::resources::ResourceInfo;
 
 use crate::Config;
 
@@ -50,8 +54,8 @@ pub struct Documents {
     pub groups: Vec<(String, Doc)>,
 }
 
-fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut groups = resources::groups();
+fn all_groups(catalog: &Catalog) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups = catalog.groups();
     for v in VIRTUAL {
         match groups.iter_mut().find(|(g, _)| *g == v.group) {
             Some((_, versions)) if !versions.contains(&v.version) => versions.push(v.version),
@@ -96,11 +100,11 @@ fn aggregated_virtual(v: &Virtual) -> Value {
     })
 }
 
-fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+fn aggregated_group(catalog: &Catalog, group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|version| {
-            let mut res: Vec<Value> = resources::in_group_version(group, version).map(aggregated_resource).collect();
+            let mut res: Vec<Value> = catalog.in_group_version(group, version).into_iter().map(aggregated_resource).collect();
             res.extend(VIRTUAL.iter().filter(|v| v.group == group && v.version == *version).map(aggregated_virtual));
             json!({"version": version, "resources": res, "freshness": "Current"})
         })
@@ -108,9 +112,9 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
 }
 
-fn legacy_resources(group: &str, version: &str) -> Value {
+fn legacy_resources(catalog: &Catalog, group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in resources::in_group_version(group, version) {
+    for r in catalog.in_group_version(group, version) {
         let mut v = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs,
         });
@@ -144,14 +148,14 @@ fn legacy_group(group: &str, versions: &[&str]) -> Value {
 }
 
 impl Documents {
-    pub fn render(config: &Config) -> Documents {
-        let groups = all_groups();
+    pub fn render(config: &Config, catalog: &Catalog) -> Documents {
+        let groups = all_groups(catalog);
         let core = groups.iter().find(|(g, _)| g.is_empty()).map(|(_, v)| v.clone()).unwrap_or_default();
         let named: Vec<&(&str, Vec<&str>)> = groups.iter().filter(|(g, _)| !g.is_empty()).collect();
         let aggregated_api = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
-            "items": [aggregated_group("", &core)]});
+            "items": [aggregated_group(catalog, "", &core)]});
         let aggregated_apis = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
-            "items": named.iter().map(|(g, v)| aggregated_group(g, v)).collect::<Vec<_>>()});
+            "items": named.iter().map(|(g, v)| aggregated_group(catalog, g, v)).collect::<Vec<_>>()});
         let legacy_api = json!({"kind": "APIVersions", "versions": core,
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": config.advertise_address}]});
         let legacy_apis = json!({"kind": "APIGroupList", "apiVersion": "v1",
@@ -160,7 +164,7 @@ impl Documents {
         let mut group_docs = Vec::new();
         for (g, versions) in &groups {
             for v in versions {
-                resource_lists.push(((g.to_string(), v.to_string()), Doc::new(&legacy_resources(g, v))));
+                resource_lists.push(((g.to_string(), v.to_string()), Doc::new(&legacy_resources(catalog, g, v))));
             }
             if !g.is_empty() {
                 let mut doc = legacy_group(g, versions);
@@ -188,6 +192,35 @@ impl Documents {
     }
 }
 
+/// The discovery documents for the catalog's current generation, rendered again when CRDs change.
+pub struct Cache {
+    config: Config,
+    catalog: Arc<Catalog>,
+    current: RwLock<(u64, Arc<Documents>)>,
+}
+
+impl Cache {
+    pub fn new(config: &Config, catalog: Arc<Catalog>) -> Cache {
+        let generation = catalog.generation();
+        let docs = Arc::new(Documents::render(config, &catalog));
+        Cache { config: config.clone(), catalog, current: RwLock::new((generation, docs)) }
+    }
+
+    /// The documents for what is served now.
+    pub fn get(&self) -> Arc<Documents> {
+        let generation = self.catalog.generation();
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == generation {
+                return current.1.clone();
+            }
+        }
+        let docs = Arc::new(Documents::render(&self.config, &self.catalog));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (generation, docs.clone());
+        docs
+    }
+}
+
 /// Whether the client accepts aggregated discovery (`as=APIGroupDiscoveryList` with `v=v2`).
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
@@ -210,7 +243,7 @@ mod tests {
 
     #[test]
     fn documents_list_every_group_and_subresource() {
-        let docs = Documents::render(&Config::default());
+        let docs = Documents::render(&Config::default(), &Catalog::new());
         let apis: Value = serde_json::from_slice(&docs.aggregated_apis.body).unwrap();
         let names: Vec<&str> = apis["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"apps") && names.contains(&"authorization.k8s.io"));

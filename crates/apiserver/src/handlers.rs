@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{json, Value};
 use skiff_api::resources::{self, ResourceInfo};
 use skiff_api::selector::{FieldSelector, LabelSelector};
-use skiff_api::table::{self, IncludeObject};
+use skiff_api::table::IncludeObject;
 use skiff_api::ApiError;
 use skiff_registry::{DeleteOptions, Deleted, WriteOptions};
 
@@ -65,10 +65,12 @@ pub async fn handle(server: Arc<ApiServer>, req: Request) -> Response {
         "/healthz" | "/livez" | "/readyz" | "/healthz/" | "/livez/" | "/readyz/" => return health(&server, &path).await,
         "/version" | "/version/" => return json_response(StatusCode::OK, &version()),
         "/api" | "/api/" => {
-            return discovery_doc(&parts.headers, &accept, &server.discovery.aggregated_api, &server.discovery.legacy_api, true);
+            let docs = server.discovery.get();
+            return discovery_doc(&parts.headers, &accept, &docs.aggregated_api, &docs.legacy_api, true);
         }
         "/apis" | "/apis/" => {
-            return discovery_doc(&parts.headers, &accept, &server.discovery.aggregated_apis, &server.discovery.legacy_apis, true);
+            let docs = server.discovery.get();
+            return discovery_doc(&parts.headers, &accept, &docs.aggregated_apis, &docs.legacy_apis, true);
         }
         _ => {}
     }
@@ -83,7 +85,7 @@ pub async fn handle(server: Arc<ApiServer>, req: Request) -> Response {
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group] => {
-            return match server.discovery.group(group) {
+            return match server.discovery.get().group(group) {
                 Some(doc) => discovery_doc(&parts.headers, &accept, doc, doc, false),
                 None => error_response(&ApiError::no_route()),
             };
@@ -92,7 +94,7 @@ pub async fn handle(server: Arc<ApiServer>, req: Request) -> Response {
         _ => return error_response(&ApiError::no_route()),
     };
     if rest.is_empty() {
-        return match server.discovery.resource_list(group, version) {
+        return match server.discovery.get().resource_list(group, version) {
             Some(doc) => discovery_doc(&parts.headers, &accept, doc, doc, false),
             None => error_response(&ApiError::no_route()),
         };
@@ -100,7 +102,7 @@ pub async fn handle(server: Arc<ApiServer>, req: Request) -> Response {
     if reviews::is_review(group, version, rest) {
         return reviews::serve(&server, &parts, group, version, rest, &user, body).await;
     }
-    let target = match parse_target(group, version, rest) {
+    let target = match parse_target(server.registry.catalog(), group, version, rest) {
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
@@ -157,7 +159,7 @@ fn discovery_doc(headers: &HeaderMap, accept: &str, aggregated: &discovery::Doc,
 }
 
 /// Parses the part of a resource URL after the group-version.
-pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+pub fn parse_target(catalog: &skiff_api::crd::Catalog, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let (namespace, plural, name, sub) = match rest {
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
             (Some(ns.to_string()), *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string()))
@@ -168,7 +170,7 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
     if rest.len() > 5 || (namespace.is_none() && rest.len() > 3) {
         return Err(ApiError::no_route());
     }
-    let r = resources::find(group, version, plural).ok_or_else(ApiError::no_route)?;
+    let r = catalog.find(group, version, plural).ok_or_else(ApiError::no_route)?;
     if namespace.is_some() && !r.namespaced {
         return Err(ApiError::no_route());
     }
@@ -187,6 +189,12 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
 
 async fn serve_resource(ctx: &Ctx, t: &Target, body: Body) -> Result<Response, ApiError> {
     let method = ctx.parts.method.clone();
+    if method == Method::PATCH && t.r.custom && body::content_type(&ctx.parts.headers) == "application/strategic-merge-patch+json" {
+        // Custom resources have no patch strategies; upstream refuses strategic merge patch for them.
+        return Err(ApiError::unsupported_media_type_msg(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     if let Some(sub) = t.subresource.as_deref() {
         return subresources::serve(ctx, t, sub, body).await;
     }
@@ -261,7 +269,7 @@ pub fn include_object(choice: Option<&str>) -> IncludeObject {
 
 /// Renders objects as a Table or returns them as they are.
 pub fn render_table(ctx: &Ctx, r: &ResourceInfo, objs: &[Value], rv: &str, with_columns: bool) -> Value {
-    table::table(r, objs, include_object(ctx.params.include_object.as_deref()), jiff::Timestamp::now(), rv, with_columns)
+    crate::crd::Printer::new(ctx.server.registry.catalog(), r).table(r, objs, include_object(ctx.params.include_object.as_deref()), jiff::Timestamp::now(), rv, with_columns)
 }
 
 async fn check_resource_version(ctx: &Ctx) -> Result<(), ApiError> {
@@ -297,10 +305,11 @@ async fn list(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     if ctx.wants_table() {
         // Rows are made as objects are read, so the objects themselves are not all held at once.
         let (include, now, r) = (include_object(ctx.params.include_object.as_deref()), jiff::Timestamp::now(), t.r);
+        let printer = crate::crd::Printer::new(registry.catalog(), r);
         let (rows, rv, token) = registry
-            .list_map(r, ns, limit, token, &|o| filter.matches(&o).then(|| table::row(r, &o, include, now)))
+            .list_map(r, ns, limit, token, &|o| filter.matches(&o).then(|| printer.row(r, &o, include, now)))
             .await?;
-        let mut tbl = table::table_from_rows(r, rows, &rv, true);
+        let mut tbl = printer.table_from_rows(r, rows, &rv, true);
         if !token.is_empty() {
             tbl["metadata"]["continue"] = Value::String(token);
         }

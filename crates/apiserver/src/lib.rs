@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bootstrap;
 mod body;
+mod crd;
 mod discovery;
 mod handlers;
 mod openapi;
@@ -75,7 +76,8 @@ pub struct ApiServer {
     pub schemas: Arc<Schemas>,
     pub protobuf: Arc<ProtobufDecoder>,
     pub openapi: openapi::Documents,
-    pub discovery: discovery::Documents,
+    /// Discovery documents, rendered again when CustomResourceDefinitions change what is served.
+    pub discovery: discovery::Cache,
     /// Cancelled when the server shuts down: open watches end.
     pub shutdown: CancellationToken,
 }
@@ -89,8 +91,12 @@ impl ApiServer {
         protobuf: Arc<ProtobufDecoder>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let openapi = openapi::Documents::new(schemas.clone());
-        let discovery = discovery::Documents::render(&config);
+        let openapi = openapi::Documents::new(schemas.clone(), registry.catalog().clone());
+        let discovery = discovery::Cache::new(&config, registry.catalog().clone());
+        // The CRD controller establishes CustomResourceDefinitions and serves their resources.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(crd::controller::run(registry.clone(), shutdown.clone()));
+        }
         let server = Arc::new(ApiServer { config, registry, schemas, protobuf, openapi, discovery, shutdown });
         let warm = server.clone();
         std::thread::Builder::new()

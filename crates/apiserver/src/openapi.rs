@@ -1,12 +1,14 @@
 //! Serving OpenAPI: the v3 index and per-group-version documents (immutable under their hash, so
-//! kubectl caches them) and the v2 document as JSON, each rendered once.
+//! kubectl caches them) and the v2 document as JSON, each rendered once. Custom resources' group-versions
+//! (from CRDs) get v3 documents rendered again whenever the catalog changes; they are not in v2.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use http::{HeaderValue, StatusCode, header};
 use skiff_api::ApiError;
+use skiff_api::crd::Catalog;
 use skiff_api::openapi::Schemas;
 
 use crate::error_response;
@@ -16,6 +18,9 @@ use crate::error_response;
 pub struct Documents {
     schemas: Arc<Schemas>,
     rendered: OnceLock<Rendered>,
+    catalog: Arc<Catalog>,
+    /// The custom group-versions' documents and the catalog generation they were rendered for.
+    custom: RwLock<(u64, Arc<Vec<(String, String, Vec<u8>)>>)>,
 }
 
 struct Rendered {
@@ -26,8 +31,39 @@ struct Rendered {
 }
 
 impl Documents {
-    pub fn new(schemas: Arc<Schemas>) -> Documents {
-        Documents { schemas, rendered: OnceLock::new() }
+    pub fn new(schemas: Arc<Schemas>, catalog: Arc<Catalog>) -> Documents {
+        Documents { schemas, rendered: OnceLock::new(), catalog, custom: RwLock::new((u64::MAX, Arc::new(Vec::new()))) }
+    }
+
+    /// The documents of custom group-versions, for the catalog's current generation.
+    fn custom(&self) -> Arc<Vec<(String, String, Vec<u8>)>> {
+        let generation = self.catalog.generation();
+        {
+            let current = self.custom.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == generation {
+                return current.1.clone();
+            }
+        }
+        let mut docs = Vec::new();
+        let custom = self.catalog.custom_versions();
+        for (group, versions) in self.catalog.groups() {
+            for version in versions {
+                let resources: Vec<_> = custom
+                    .iter()
+                    .filter(|cv| cv.info.group == group && cv.info.version == version)
+                    .map(|cv| (cv.info, cv.schema.clone().unwrap_or(serde_json::Value::Null)))
+                    .collect();
+                if resources.is_empty() {
+                    continue;
+                }
+                if let Some((doc, hash)) = self.schemas.custom_group_version_doc(group, version, &resources) {
+                    docs.push((format!("apis/{group}/{version}"), hash, serde_json::to_vec(&doc).expect("json values serialize")));
+                }
+            }
+        }
+        let docs = Arc::new(docs);
+        *self.custom.write().unwrap_or_else(|e| e.into_inner()) = (generation, docs.clone());
+        docs
     }
 
     /// Renders every document once; later calls return the same.
@@ -60,8 +96,16 @@ impl Documents {
     /// Answers `/openapi/v3`, `/openapi/v3/<gv path>` and `/openapi/v2`.
     pub fn serve(&self, path: &str, query: Option<&str>, accept: &str) -> Response {
         let docs = self.rendered();
+        let custom = self.custom();
         if path == "/openapi/v3" || path == "/openapi/v3/" {
-            return json_bytes(docs.index.clone(), "no-cache");
+            if custom.is_empty() {
+                return json_bytes(docs.index.clone(), "no-cache");
+            }
+            let mut index: serde_json::Value = serde_json::from_slice(&docs.index).unwrap_or_else(|_| json!({"paths": {}}));
+            for (path, hash, _) in custom.iter() {
+                index["paths"][path] = json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")});
+            }
+            return json_bytes(serde_json::to_vec(&index).expect("json values serialize"), "no-cache");
         }
         if path == "/openapi/v2" {
             if accept.contains("protobuf") && !accept.contains("json") && !accept.contains("*/*") {
@@ -74,7 +118,7 @@ impl Documents {
         let Some(gv) = path.strip_prefix("/openapi/v3/") else {
             return error_response(&ApiError::no_route());
         };
-        let Some((_, hash, body)) = docs.group_versions.iter().find(|(p, _, _)| p == gv) else {
+        let Some((_, hash, body)) = docs.group_versions.iter().chain(custom.iter()).find(|(p, _, _)| p == gv) else {
             return error_response(&ApiError::no_route());
         };
         let asked = query.and_then(|q| {

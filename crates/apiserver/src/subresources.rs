@@ -28,7 +28,10 @@ pub async fn serve(ctx: &Ctx, t: &Target, sub: &str, body: Body) -> Result<Respo
         ("status", &Method::PATCH) => patch::serve(ctx, t, name, body, true).await,
         ("scale", &Method::GET) => {
             let obj = ctx.server.registry.get(t.r, ns, name).await?;
-            let scale = to_scale(&obj);
+            let scale = match crate::crd::scale_paths(ctx.server.registry.catalog(), t.r) {
+                Some(paths) => crate::crd::to_scale(&obj, &paths),
+                None => to_scale(&obj),
+            };
             if ctx.wants_table() {
                 return Ok(json_response(StatusCode::OK, &scale_table(&scale)));
             }
@@ -107,6 +110,11 @@ async fn scale_write(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Re
         handlers::decode_for(ctx, t, body, Some(("autoscaling/v1", "Scale"))).await?.0
     };
     let r: &ResourceInfo = t.r;
+    let custom = crate::crd::scale_paths(ctx.server.registry.catalog(), r);
+    let to_scale = |o: &Value| match &custom {
+        Some(paths) => crate::crd::to_scale(o, paths),
+        None => to_scale(o),
+    };
     let updated = ctx
         .server
         .registry
@@ -128,6 +136,9 @@ async fn scale_write(ctx: &Ctx, t: &Target, name: &str, body: Body) -> Result<Re
             };
             if n < 0 {
                 return Err(ApiError::invalid("autoscaling", "Scale", name, &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+            }
+            if let Some(paths) = &custom {
+                return crate::crd::apply_scale(old, paths, n, name);
             }
             let mut new = old.clone();
             new["spec"]["replicas"] = json!(n);

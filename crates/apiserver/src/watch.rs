@@ -43,7 +43,7 @@ pub async fn serve(ctx: &Ctx, t: &Target) -> Result<Response, ApiError> {
     };
     let stream = registry.watch(t.r, ns.as_deref(), start_rev).await;
 
-    let rows = RowRenderer { table, first: std::sync::atomic::AtomicBool::new(true) };
+    let rows = RowRenderer { table, first: std::sync::atomic::AtomicBool::new(true), printer: crate::crd::Printer::new(ctx.server.registry.catalog(), t.r) };
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     let r = t.r;
     // Rendering Table rows needs the request's includeObject choice: capture a renderer.
@@ -144,6 +144,7 @@ fn filtered(filter: &Filter, ev: ObjectEvent) -> Option<(EventType, Value)> {
 struct RowRenderer {
     table: bool,
     first: std::sync::atomic::AtomicBool,
+    printer: crate::crd::Printer,
 }
 
 impl RowRenderer {
@@ -153,7 +154,7 @@ impl RowRenderer {
         }
         let first = self.first.swap(false, std::sync::atomic::Ordering::Relaxed);
         let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-        skiff_api::table::table(r, &[obj], crate::handlers::include_object(include), jiff::Timestamp::now(), &rv, first)
+        self.printer.table(r, &[obj], crate::handlers::include_object(include), jiff::Timestamp::now(), &rv, first)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Conversion between the served versions of one stored resource: HorizontalPodAutoscalers are stored
 //! as autoscaling/v2 and served as v1 too; Events are stored as core/v1 and served as events.k8s.io/v1.
+//! Custom resources are stored in their CRD's storage version and converted with the `None` strategy
+//! (only `apiVersion` is rewritten).
 
 use serde_json::{json, Map, Value};
 use skiff_api::ResourceInfo;
@@ -15,7 +17,7 @@ pub fn storage_api_version(r: &ResourceInfo) -> &'static str {
 
 /// Whether objects of `r` are served in a version other than the one they are stored in.
 pub fn needs_conversion(r: &ResourceInfo) -> bool {
-    matches!((r.group, r.version, r.storage_plural), ("autoscaling", "v1", "horizontalpodautoscalers") | ("events.k8s.io", "v1", "events"))
+    (r.custom && r.version != r.storage_version) || matches!((r.group, r.version, r.storage_plural), ("autoscaling", "v1", "horizontalpodautoscalers") | ("events.k8s.io", "v1", "events"))
 }
 
 /// Converts a stored object to the version `r` serves (a no-op for single-version resources).
@@ -36,7 +38,12 @@ pub fn to_storage(r: &ResourceInfo, mut obj: Value) -> Value {
         ("autoscaling", "v1", "horizontalpodautoscalers") => hpa_v1_to_v2(&mut obj),
         ("events.k8s.io", "v1", "events") => events_v1_to_core_event(&mut obj),
         _ => {
-            obj["apiVersion"] = json!(r.api_version());
+            // Single-version built-ins and custom resources (`None` conversion: only apiVersion changes).
+            obj["apiVersion"] = json!(if r.storage_group.is_empty() {
+                r.storage_version.to_string()
+            } else {
+                format!("{}/{}", r.storage_group, r.storage_version)
+            });
             obj["kind"] = json!(r.kind);
             return obj;
         }

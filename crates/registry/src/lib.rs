@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod convert;
+pub mod custom;
 pub mod encryption;
 pub mod priority;
 mod rawjson;
@@ -165,6 +166,8 @@ pub struct Registry {
     config: RegistryConfig,
     /// Serializes Service address allocation.
     service_lock: tokio::sync::Mutex<()>,
+    /// Built-in resources and those CustomResourceDefinitions add (shared with the API server).
+    catalog: Arc<skiff_api::crd::Catalog>,
 }
 
 /// Maps a storage error to the API error a client sees.
@@ -233,7 +236,18 @@ fn keep_managed_fields(new: &mut Value, old: Option<&Value>) {
 
 impl Registry {
     pub fn new(backend: Arc<dyn Backend>, encryptor: Option<Encryptor>, config: RegistryConfig) -> Self {
-        Registry { backend, encryptor: encryptor.map(Arc::new), config, service_lock: tokio::sync::Mutex::new(()) }
+        Registry {
+            backend,
+            encryptor: encryptor.map(Arc::new),
+            config,
+            service_lock: tokio::sync::Mutex::new(()),
+            catalog: Arc::new(skiff_api::crd::Catalog::new()),
+        }
+    }
+
+    /// The resource catalog: built-ins plus the custom resources currently served.
+    pub fn catalog(&self) -> &Arc<skiff_api::crd::Catalog> {
+        &self.catalog
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -462,6 +476,7 @@ impl Registry {
         strategy::normalize(r, &mut obj);
         skiff_api::defaults::apply_defaults(r, &mut obj);
         strategy::prepare_for_create(r, &mut obj);
+        let custom_errors = custom::prepare_for_create(&self.catalog, r, &mut obj)?;
         if r.storage_group.is_empty() && r.storage_plural == "pods" {
             priority::admit_pod(self, &mut obj).await?;
         }
@@ -469,6 +484,7 @@ impl Registry {
             skiff_api::defaults::generate_job_selector(&mut obj);
         }
         let mut errors = skiff_api::validation::validate(r, &obj);
+        errors.extend(custom_errors);
         let _guard = if r.storage_group.is_empty() && r.storage_plural == "services" && errors.is_empty() {
             let guard = self.service_lock.lock().await;
             errors.extend(self.allocate_service(&mut obj, None).await?);
@@ -535,6 +551,7 @@ impl Registry {
                 &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old["metadata"]["uid"].as_str().unwrap_or("")),
             ));
         }
+        let custom_errors = custom::prepare_for_update(&self.catalog, r, &mut new, old, status)?;
         let mut new = convert::to_storage(r, new);
         let old_stored = convert::to_storage(r, old.clone());
         if status {
@@ -570,6 +587,7 @@ impl Registry {
         let mut errors = skiff_api::validation::validate(r_storage, &new);
         keep_managed_fields(&mut new, Some(&old_stored));
         errors.extend(skiff_api::validation::validate_update(r_storage, &new, &old_stored));
+        errors.extend(custom_errors);
         let _guard = if r.storage_group.is_empty() && r.storage_plural == "services" && errors.is_empty() && !status {
             let guard = self.service_lock.lock().await;
             errors.extend(self.allocate_service(&mut new, Some(&old_stored)).await?);
@@ -702,6 +720,8 @@ impl Registry {
         if is_namespace {
             return self.delete_namespace(r, name, old, opts).await;
         }
+        let old = if custom::is_crd(r) && !terminating { custom::mark_crd_terminating(old) } else { old };
+        let meta = &old["metadata"];
         let gc = gc_finalizers(r, &old, propagation);
         let has_finalizers = match &gc {
             Some(f) => !f.is_empty(),
@@ -807,7 +827,7 @@ impl Registry {
         let ns_res = resources::find("", "v1", "namespaces").expect("namespaces are served");
         let mut seen = HashSet::new();
         let mut left = 0usize;
-        for res in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        for res in self.catalog.all().into_iter().filter(|r| r.namespaced) {
             if !seen.insert((res.storage_group, res.storage_plural)) {
                 continue;
             }
@@ -989,8 +1009,12 @@ impl Registry {
 }
 
 /// The resource as stored (autoscaling/v1 HPAs are handled as v2, events.k8s.io Events as core).
-fn storage_resource(r: &ResourceInfo) -> &'static ResourceInfo {
+fn storage_resource(r: &ResourceInfo) -> &ResourceInfo {
     let gv = convert::storage_api_version(r);
+    if r.custom {
+        // Custom resources are defaulted and validated by their own version's schema (custom.rs).
+        return r;
+    }
     if gv.is_empty() {
         return resources::find(r.group, r.version, r.plural).expect("resource from the table");
     }

@@ -14,7 +14,9 @@ pub fn tracks_generation(r: &ResourceInfo) -> bool {
             | ("policy", "poddisruptionbudgets")
             | ("networking.k8s.io", "networkpolicies" | "ingresses")
             | ("", "replicationcontrollers")
+            | ("apiextensions.k8s.io", "customresourcedefinitions")
     ) && r.storage_plural != "controllerrevisions"
+        || r.custom
 }
 
 /// Whether the main resource ignores `status` on create and update (it has a status subresource).

@@ -626,8 +626,16 @@ fn article(kind: &str) -> String {
 
 /// Every path of one group-version, `None` if it is not served.
 fn gv_paths(schemas: &Schemas, group: &str, version: &str) -> Option<Vec<PathItem>> {
-    let mut resources = resources::in_group_version(group, version).peekable();
-    resources.peek()?;
+    let resources: Vec<&'static ResourceInfo> = resources::in_group_version(group, version).collect();
+    gv_paths_of(schemas, group, version, &resources)
+}
+
+/// The paths of the given resources of one group-version, `None` if there are none.
+fn gv_paths_of(schemas: &Schemas, group: &str, version: &str, resources: &[&'static ResourceInfo]) -> Option<Vec<PathItem>> {
+    if resources.is_empty() {
+        return None;
+    }
+    let resources = resources.iter().copied();
     let gv_camel = format!("{}{}", group_camel(group), upper_first(version));
     let mut out = Vec::new();
     for r in resources {
@@ -792,6 +800,77 @@ pub(super) fn group_version_doc(schemas: &Schemas, group: &str, version: &str) -
     let components: Map<String, Value> = closure(schemas, roots(&paths))
         .into_iter()
         .filter_map(|name| schemas.definition(&name).map(|d| (name, d.clone())))
+        .collect();
+    let doc = json!({
+        "openapi": "3.0.0",
+        "info": info(),
+        "paths": v3_paths(&paths),
+        "components": {"schemas": components, "securitySchemes": bearer()},
+        "security": [{"BearerToken": []}],
+    });
+    let h = hash(&doc);
+    Some((doc, h))
+}
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
+
+/// The definition name of a custom kind, as upstream names it: group reversed (`com.example.stable.v1.CronTab`).
+pub fn custom_definition_name(group: &str, version: &str, kind: &str) -> String {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}.{kind}", reversed.join("."))
+}
+
+fn type_meta_props(props: &mut Map<String, Value>) {
+    props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this \
+representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject \
+unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+    props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource \
+this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In \
+CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+}
+
+/// The v3 document of a custom group-version: paths for each resource, its CRD schema as the kind's
+/// definition (metadata as ObjectMeta, apiVersion and kind described), a list definition, and the
+/// meta definitions they refer to.
+pub(super) fn custom_group_version_doc(base: &Schemas, group: &str, version: &str, custom: &[(&'static ResourceInfo, Value)]) -> Option<(Value, String)> {
+    let mut defs = Map::new();
+    for name in closure(base, [OBJECT_META, LIST_META, STATUS, DELETE_OPTIONS, PATCH, SCALE].map(str::to_string)) {
+        if let Some(d) = base.definition(&name) {
+            defs.insert(name, d.clone());
+        }
+    }
+    for (r, schema) in custom {
+        let kind_name = custom_definition_name(r.group, r.version, r.kind);
+        let mut kind_schema = if schema.is_object() { schema.clone() } else { json!({"type": "object"}) };
+        if !kind_schema["properties"].is_object() {
+            kind_schema["properties"] = json!({});
+        }
+        if let Some(props) = kind_schema["properties"].as_object_mut() {
+            type_meta_props(props);
+            props.insert("metadata".into(), json!({"allOf": [{"$ref": format!("{V3_REF_PREFIX}{OBJECT_META}")}],
+                "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+        }
+        kind_schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "kind": r.kind, "version": r.version}]);
+        let mut list_props = Map::new();
+        type_meta_props(&mut list_props);
+        list_props.insert("items".into(), json!({"type": "array", "items": {"$ref": format!("{V3_REF_PREFIX}{kind_name}")},
+            "description": format!("List of {}. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md", r.plural)}));
+        list_props.insert("metadata".into(), json!({"allOf": [{"$ref": format!("{V3_REF_PREFIX}{LIST_META}")}],
+            "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+        let list = json!({"type": "object", "description": format!("{} is a list of {}", r.list_kind(), r.kind), "required": ["items"],
+            "properties": list_props,
+            "x-kubernetes-group-version-kind": [{"group": r.group, "kind": r.list_kind(), "version": r.version}]});
+        defs.insert(format!("{}List", kind_name), list);
+        defs.insert(kind_name, kind_schema);
+    }
+    let local = Schemas::from_definitions(defs);
+    let infos: Vec<&'static ResourceInfo> = custom.iter().map(|(r, _)| *r).collect();
+    let paths = gv_paths_of(&local, group, version, &infos)?;
+    let components: Map<String, Value> = closure(&local, roots(&paths))
+        .into_iter()
+        .filter_map(|name| local.definition(&name).map(|d| (name, d.clone())))
         .collect();
     let doc = json!({
         "openapi": "3.0.0",

@@ -122,6 +122,17 @@ impl Schemas {
         docs::group_version_doc(self, group, version)
     }
 
+    /// The OpenAPI v3 document of a custom group-version: each resource with its CRD version's
+    /// `openAPIV3Schema`, and its hash.
+    pub fn custom_group_version_doc(
+        &self,
+        group: &str,
+        version: &str,
+        resources: &[(&'static crate::resources::ResourceInfo, Value)],
+    ) -> Option<(Value, String)> {
+        docs::custom_group_version_doc(self, group, version, resources)
+    }
+
     /// The Swagger 2.0 document (`GET /openapi/v2` as JSON) of every served group-version.
     pub fn swagger_v2(&self) -> Value {
         docs::swagger_v2(self)
