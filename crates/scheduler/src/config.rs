@@ -20,7 +20,7 @@ use crate::plugins::node_resources_fit::{NodeResourcesFit, ScoringStrategy, Scor
 use crate::plugins::node_unschedulable::NodeUnschedulable;
 use crate::plugins::pod_topology_spread::{DefaultConstraint, PodTopologySpread, system_default_constraints};
 use crate::plugins::taint_toleration::TaintToleration;
-use crate::plugins::volume_binding::{ClaimLookup, VolumeBinding};
+use crate::plugins::volume_binding::{VolumeBinding, VolumeListers};
 use crate::plugins::{DEFAULT_PLUGINS, DEFAULT_PREEMPTION};
 
 /// The profile pods without `spec.schedulerName` get.
@@ -85,7 +85,7 @@ impl Profile {
         }
     }
 
-    fn plugin(&self, name: &str, claims: &ClaimLookup) -> Arc<dyn Plugin> {
+    fn plugin(&self, name: &str, claims: &VolumeListers) -> Arc<dyn Plugin> {
         match name {
             "NodeUnschedulable" => Arc::new(NodeUnschedulable),
             "NodeName" => Arc::new(NodeName),
@@ -93,7 +93,7 @@ impl Profile {
             "NodeAffinity" => Arc::new(NodeAffinity),
             "NodePorts" => Arc::new(NodePorts),
             "NodeResourcesFit" => Arc::new(NodeResourcesFit { strategy: self.scoring_strategy.clone() }),
-            "VolumeBinding" => Arc::new(VolumeBinding { claims: claims.clone() }),
+            "VolumeBinding" => Arc::new(VolumeBinding { listers: claims.clone() }),
             "PodTopologySpread" => Arc::new(PodTopologySpread {
                 default_constraints: self.default_constraints.clone(),
                 system_defaulted: self.system_defaulted_constraints,
@@ -110,8 +110,8 @@ impl Profile {
         }
     }
 
-    /// The profile's framework; `claims` looks PersistentVolumeClaims up for VolumeBinding.
-    pub fn framework(&self, global_percentage: u32, claims: &ClaimLookup) -> Framework {
+    /// The profile's framework; `claims` holds the claim, volume and class listers for VolumeBinding.
+    pub fn framework(&self, global_percentage: u32, claims: &VolumeListers) -> Framework {
         Framework {
             scheduler_name: self.scheduler_name.clone(),
             filter_plugins: self.filter.iter().map(|n| self.plugin(n, claims)).collect(),

@@ -205,13 +205,13 @@ pub fn preempt(
 mod tests {
     use super::*;
     use crate::config::SchedulerConfig;
-    use crate::plugins::volume_binding::ClaimLookup;
+    use crate::plugins::volume_binding::VolumeListers;
     use crate::schedule_one::Algorithm;
     use crate::testing::{NodeBuilder, PodBuilder, cache_with};
     use k8s_openapi::api::core::v1::Pod;
 
     fn framework() -> Framework {
-        let claims: ClaimLookup = Arc::new(|_: &str, _: &str| None);
+        let claims = VolumeListers::empty();
         let c = SchedulerConfig::default();
         c.profiles[0].framework(0, &claims)
     }

@@ -226,12 +226,11 @@ pub fn preemption_may_help(s: &Status) -> bool {
 mod tests {
     use super::*;
     use crate::config::SchedulerConfig;
-    use crate::plugins::volume_binding::ClaimLookup;
+    use crate::plugins::volume_binding::VolumeListers;
     use crate::testing::{NodeBuilder, PodBuilder, cache_with};
-    use std::sync::Arc;
 
     fn framework(c: &SchedulerConfig) -> Framework {
-        let claims: ClaimLookup = Arc::new(|_: &str, _: &str| None);
+        let claims = VolumeListers::empty();
         c.profiles[0].framework(c.percentage_of_nodes_to_score, &claims)
     }
 

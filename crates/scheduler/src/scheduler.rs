@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use rand::SeedableRng;
@@ -25,7 +26,7 @@ use crate::cache::{Cache, NodeChange};
 use crate::config::SchedulerConfig;
 use crate::events::{EventRecorder, TYPE_NORMAL, TYPE_WARNING};
 use crate::framework::Framework;
-use crate::plugins::volume_binding::ClaimLookup;
+use crate::plugins::volume_binding::{self, VolumeListers};
 use crate::pod_info::PodInfo;
 use crate::preemption::{Pdb, preempt};
 use crate::queue::{ClusterEvent, QueuedPod, SchedulingQueue};
@@ -70,6 +71,8 @@ struct Loop {
     algorithm: Algorithm,
     rng: StdRng,
     pdbs: Store<PodDisruptionBudget>,
+    /// Claim, volume and class listers, for VolumeBinding's PreBind.
+    volumes: VolumeListers,
     events: Arc<EventRecorder>,
     bind_tx: mpsc::UnboundedSender<BindOutcome>,
     /// Uids seen during a re-list (pods, nodes), to drop what disappeared.
@@ -115,10 +118,10 @@ where
 pub async fn run_scheduler(config: SchedulerConfig, client: Client, shutdown: CancellationToken, identity: String) {
     let (pvcs, pvc_stream) = reflect(Api::<PersistentVolumeClaim>::all(client.clone()), || Input::Pvc);
     let (pdbs, pdb_stream) = reflect(Api::<PodDisruptionBudget>::all(client.clone()), || Input::Other);
-    let claims: ClaimLookup = {
-        let pvcs = pvcs.clone();
-        Arc::new(move |ns: &str, name: &str| pvcs.get(&ObjectRef::new(name).within(ns)))
-    };
+    // PersistentVolume and StorageClass changes may make a claim bindable: they move pods as claim changes do.
+    let (pvs, pv_stream) = reflect(Api::<PersistentVolume>::all(client.clone()), || Input::Pvc);
+    let (classes, class_stream) = reflect(Api::<StorageClass>::all(client.clone()), || Input::Pvc);
+    let claims = VolumeListers { claims: pvcs, volumes: pvs, classes };
     let frameworks = config
         .profiles
         .iter()
@@ -129,6 +132,8 @@ pub async fn run_scheduler(config: SchedulerConfig, client: Client, shutdown: Ca
         watch(Api::<Node>::all(client.clone()), Input::Node),
         watch(Api::<Namespace>::all(client.clone()), Input::Namespace),
         pvc_stream,
+        pv_stream,
+        class_stream,
         pdb_stream,
     ];
     let mut inputs = futures::stream::select_all(streams);
@@ -142,6 +147,7 @@ pub async fn run_scheduler(config: SchedulerConfig, client: Client, shutdown: Ca
         algorithm: Algorithm::default(),
         rng: StdRng::from_os_rng(),
         pdbs,
+        volumes: claims,
         bind_tx,
         relist_pods: None,
         relist_nodes: None,
@@ -367,12 +373,15 @@ impl Loop {
                 self.queue.done(&info.uid);
                 self.cache.set_nominated(&info, None);
                 self.cache.assume_pod(info.clone(), &result.node);
+                let labels = self.cache.node(&result.node).map(|n| n.labels.clone()).unwrap_or_default();
+                let volumes = (!volume_binding::pod_claims(&info).is_empty()).then(|| (self.volumes.clone(), labels));
                 tokio::spawn(bind(
                     self.client.clone(),
                     self.events.clone(),
                     fw.scheduler_name.clone(),
                     qp,
                     result.node,
+                    volumes,
                     self.bind_tx.clone(),
                 ));
             }
@@ -439,9 +448,19 @@ async fn bind(
     component: String,
     qp: QueuedPod,
     node: String,
+    volumes: Option<(VolumeListers, std::collections::BTreeMap<String, String>)>,
     tx: mpsc::UnboundedSender<BindOutcome>,
 ) {
     let info = qp.info.clone();
+    // PreBind: the pod's WaitForFirstConsumer claims are bound for this node before the pod is.
+    if let Some((listers, labels)) = volumes
+        && let Err(e) = volume_binding::prebind(&client, &listers, &info, &node, &labels, volume_binding::BIND_TIMEOUT).await
+    {
+        tracing::info!(pod = %info.key(), %node, error = %e, "volume binding failed; retrying after back-off");
+        events.record(&info, &component, TYPE_WARNING, "FailedScheduling", "Scheduling", &e.to_string()).await;
+        let _ = tx.send(BindOutcome::Failed { pod: qp });
+        return;
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &info.namespace);
     let binding = json!({
         "apiVersion": "v1", "kind": "Binding",
