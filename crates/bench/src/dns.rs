@@ -140,6 +140,9 @@ async fn load(client: &kube::Client, o: &Options) -> anyhow::Result<Vec<Option<I
                     .await
                     .with_context(|| format!("creating EndpointSlice svc-{i}-1"))?;
                 let ip = created.spec.and_then(|s| s.cluster_ip).and_then(|ip| ip.parse().ok());
+                if (i + 1) % 1000 == 0 {
+                    eprintln!("dns: {} Services created", i + 1);
+                }
                 anyhow::Ok(ip)
             }
         })
@@ -279,6 +282,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let rss_start = rss_mib();
+    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let main_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let server = main_runtime.block_on(skiff_apiserver::testing::start_admin());
     let client = main_runtime.block_on(async { kube::Client::new(server.router.clone(), "default") });
@@ -386,7 +390,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let qps = answered as f64 / elapsed;
     let utilisation = cpu / elapsed;
 
-    println!("Machine: {}\n", crate::machine());
+    println!("Machine: {}; load average before the run {}\n", crate::machine(), load_average.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     println!("| figure | value |\n|---|---|");
     println!("| Services (headless) | {} ({}) |", o.services, (0..o.services).filter(|i| headless(*i)).count());
     println!("| endpoints per Service (one EndpointSlice each) | {} |", o.endpoints);
