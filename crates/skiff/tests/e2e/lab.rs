@@ -89,6 +89,22 @@ impl Lab {
         (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 
+    /// Cuts node `i` off the lab network (its link to the bridge goes down); [`Lab::reconnect`] undoes it.
+    pub fn cut_off(&self, i: usize) {
+        run(&["ip", "link", "set", &self.nodes[i].veth, "down"]);
+    }
+
+    pub fn reconnect(&self, i: usize) {
+        run(&["ip", "link", "set", &self.nodes[i].veth, "up"]);
+    }
+
+    /// Stops node `i`'s agent (SIGKILL); its pods keep running until the lab is dropped.
+    pub fn stop_agent(&mut self, i: usize) {
+        if let Some(agent) = self.nodes[i].agent.as_mut() {
+            agent.kill9();
+        }
+    }
+
     /// The log of node `i`'s agent.
     pub fn agent_log(&self, i: usize) -> String {
         self.nodes[i].agent.as_ref().map(Agent::log_text).unwrap_or_default()
