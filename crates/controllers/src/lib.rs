@@ -23,4 +23,5 @@ pub mod namespace;
 pub mod endpointslice;
 pub mod endpoints;
 pub mod servicelb;
+pub mod volume;
 pub mod disruption;

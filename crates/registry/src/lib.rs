@@ -10,6 +10,7 @@ pub mod convert;
 pub mod custom;
 pub mod encryption;
 pub mod priority;
+mod storage;
 mod rawjson;
 pub mod strategy;
 
@@ -587,6 +588,9 @@ impl Registry {
         let mut errors = skiff_api::validation::validate(r_storage, &new);
         keep_managed_fields(&mut new, Some(&old_stored));
         errors.extend(skiff_api::validation::validate_update(r_storage, &new, &old_stored));
+        if errors.is_empty() && !status && r_storage.storage_group.is_empty() && r_storage.storage_plural == "persistentvolumeclaims" {
+            storage::admit_claim_resize(self, &new, &old_stored).await?;
+        }
         errors.extend(custom_errors);
         let _guard = if r.storage_group.is_empty() && r.storage_plural == "services" && errors.is_empty() && !status {
             let guard = self.service_lock.lock().await;
