@@ -428,14 +428,14 @@ async fn create(ctx: &Ctx, t: &Target, body: Body) -> Result<Response, ApiError>
     if t.r.namespaced && t.namespace.is_none() {
         return Err(ApiError::no_route());
     }
-    let (obj, warnings) = decode_for(ctx, t, body, None).await?;
+    let (mut obj, warnings) = decode_for(ctx, t, body, None).await?;
+    patch::record_update(ctx, t.r, None, &mut obj, false)?;
     let created = ctx.server.registry.create(t.r, t.namespace.as_deref(), obj, ctx.write_options()).await?;
     Ok(with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
 }
 
 pub async fn update(ctx: &Ctx, t: &Target, name: &str, body: Body, status: bool) -> Result<Response, ApiError> {
-    let (mut obj, warnings) = decode_for(ctx, t, body, None).await?;
-    patch::record_update(ctx, t.r, None, &mut obj, false)?;
+    let (obj, warnings) = decode_for(ctx, t, body, None).await?;
     match obj["metadata"].get("name").and_then(Value::as_str) {
         Some(n) if !n.is_empty() && n != name => {
             return Err(ApiError::bad_request(format!(

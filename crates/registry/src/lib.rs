@@ -569,6 +569,7 @@ impl Registry {
                 }
             }
         }
+        keep_managed_fields(&mut new, Some(&old_stored));
         if let Some(m) = new["metadata"].as_object_mut() {
             m.remove("selfLink");
             m.insert("name".into(), json!(name));
@@ -586,7 +587,6 @@ impl Registry {
         }
         let r_storage = storage_resource(r);
         let mut errors = skiff_api::validation::validate(r_storage, &new);
-        keep_managed_fields(&mut new, Some(&old_stored));
         errors.extend(skiff_api::validation::validate_update(r_storage, &new, &old_stored));
         if errors.is_empty() && !status && r_storage.storage_group.is_empty() && r_storage.storage_plural == "persistentvolumeclaims" {
             storage::admit_claim_resize(self, &new, &old_stored).await?;

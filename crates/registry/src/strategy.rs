@@ -197,12 +197,12 @@ pub fn prepare_for_status_update(new: &mut Value, old: &Value) {
             }
         }
     }
-    // resourceVersion from the request is the precondition; keep it for the caller's CAS check.
-    if let Some(rv) = new["metadata"].get("resourceVersion") {
     // managedFields are computed by the API server for the status write; none means keep the old ones.
     if let Some(mf) = new["metadata"].get("managedFields") {
         merged["metadata"]["managedFields"] = mf.clone();
     }
+    // resourceVersion from the request is the precondition; keep it for the caller's CAS check.
+    if let Some(rv) = new["metadata"].get("resourceVersion") {
         merged["metadata"]["resourceVersion"] = rv.clone();
     }
     *new = merged;
