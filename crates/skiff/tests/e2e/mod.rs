@@ -125,8 +125,10 @@ impl Server {
         require_environment();
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().unwrap();
         let port = free_port();
+        // Without a local agent there is no proxy: the default Service range stays; only the DNS listener
+        // needs a port of its own.
         let mut base = base;
-        base.extend(network_flags(port));
+        base.extend(["--cluster-dns-port".to_string(), free_port().to_string()]);
         Self::start_in(dir, port, base, agent, extra)
     }
 
