@@ -168,8 +168,10 @@ async fn wait_for_first_consumer_gets_a_local_path_volume_on_the_selected_node_a
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete");
     assert_eq!(pv["spec"]["claimRef"]["uid"], uid.as_str());
     assert_eq!(pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "rancher.io/local-path");
-    let finalizers = pv["metadata"]["finalizers"].clone();
-    assert_eq!(finalizers, json!(["kubernetes.io/pv-protection"]));
+    eventually("the volume is protected", || async {
+        volumes.get(&pv_name).await.unwrap().metadata.finalizers.unwrap_or_default() == vec!["kubernetes.io/pv-protection".to_string()]
+    })
+    .await;
 
     // Delete reclaim: the volume is Released and kept until the node says its directory is gone.
     claims.delete("data", &DeleteParams::default()).await.unwrap();
@@ -312,5 +314,38 @@ async fn volume_expansion_raises_the_capacity_where_the_class_allows_it() {
         status.message,
         "persistentvolumeclaims \"f\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
     );
+    controllers.stop().await;
+}
+
+#[tokio::test]
+async fn a_claim_without_a_class_gets_the_default_local_path_class_and_a_volume_where_its_pod_runs() {
+    let (server, client) = start_server().await;
+    skiff_apiserver::bootstrap::ensure_default_storage_class(&server.registry).await.unwrap();
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let class = classes.get("local-path").await.unwrap();
+    assert_eq!(class.provisioner, "rancher.io/local-path");
+    assert_eq!(class.reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(class.volume_binding_mode.as_deref(), Some("WaitForFirstConsumer"));
+    assert_eq!(class.metadata.annotations.unwrap()["storageclass.kubernetes.io/is-default-class"], "true");
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    ready_node(&client, "n1").await;
+    let controllers = Controllers::start(&client);
+    create(&claims, json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}))
+    .await;
+    eventually("the claim gets the default class", || async {
+        claims.get("data").await.unwrap().spec.unwrap().storage_class_name.as_deref() == Some("local-path")
+    })
+    .await;
+    // A pod placed on a node by hand (no scheduler) counts as the first consumer.
+    create(&pods, json!({"metadata": {"name": "user"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}],
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+    .await;
+    eventually("the claim is bound", || async { claim_phase(&claims, "data").await.0 == "Bound" }).await;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = volumes.get(&claim_phase(&claims, "data").await.1).await.unwrap();
+    assert_eq!(local_path::volume_node(&pv).as_deref(), Some("n1"));
     controllers.stop().await;
 }

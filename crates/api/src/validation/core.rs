@@ -668,8 +668,8 @@ pub fn persistent_volume_claim(obj: &Value, e: &mut Errs) {
     pvc_spec(&obj["spec"], &Path::new("spec"), e);
 }
 
-/// PVC updates: the spec is immutable except `resources.requests` of bound claims and a first
-/// `volumeName`; the requested storage may not shrink below the recorded capacity.
+/// PVC updates: the spec is immutable except `resources.requests` of bound claims, a first
+/// `volumeName` and a first `storageClassName`; the requested storage may not shrink below the recorded capacity.
 pub fn persistent_volume_claim_update(new: &Value, old: &Value, e: &mut Errs) {
     let (ns, os) = (&new["spec"], &old["spec"]);
     let mut old_spec = os.clone();
@@ -678,6 +678,13 @@ pub fn persistent_volume_claim_update(new: &Value, old: &Value, e: &mut Errs) {
         && let (Some(o), Some(n)) = (old_spec.as_object_mut(), ns.get("volumeName"))
     {
         o.insert("volumeName".into(), n.clone());
+    }
+    // A claim created without a class may get one later (the retroactive default StorageClass).
+    if os.get("storageClassName").is_none_or(Value::is_null)
+        && old["metadata"]["annotations"].get("volume.beta.kubernetes.io/storage-class").is_none()
+        && let (Some(o), Some(n)) = (old_spec.as_object_mut(), ns.get("storageClassName"))
+    {
+        o.insert("storageClassName".into(), n.clone());
     }
     let bound = str_at(&new["status"], "phase") == "Bound" || str_at(&old["status"], "phase") == "Bound";
     if bound && let Some(requests) = new_spec["resources"].get_mut("requests").and_then(Value::as_object_mut) {
