@@ -125,3 +125,20 @@ async fn upsert(registry: &Registry, r: &skiff_api::resources::ResourceInfo, nam
         .await
         .map(|_| ())
 }
+
+/// Creates the default StorageClass `local-path` (as k3s ships it): the built-in local-path provisioner
+/// (`rancher.io/local-path`) makes a directory on the node of the claim's first pod, reclaim `Delete`,
+/// bound only once a pod is scheduled (`WaitForFirstConsumer`). An existing class is left as it is, so an
+/// administrator's edits (or removing the default annotation) survive restarts.
+pub async fn ensure_default_storage_class(registry: &Registry) -> Result<(), ApiError> {
+    let classes = find("storage.k8s.io", "v1", "storageclasses").expect("served");
+    registry
+        .ensure(classes, None, json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local-path",
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"}))
+        .await
+        .map(|_| ())
+}
