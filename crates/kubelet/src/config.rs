@@ -49,6 +49,9 @@ pub struct KubeletConfig {
     /// after twice the cap without failures (upstream's `hasExpired`).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Where the local-path provisioner's volumes live on this node (`<data-dir>/storage`); released
+    /// local-path volumes of this node are removed only under it. `None`: no local-path clean-up.
+    pub storage_dir: Option<PathBuf>,
 }
 
 impl KubeletConfig {
@@ -76,6 +79,7 @@ impl KubeletConfig {
             housekeeping_interval: Duration::from_secs(2),
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            storage_dir: None,
         }
     }
 

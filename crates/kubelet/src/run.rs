@@ -80,6 +80,10 @@ pub async fn run(config: KubeletConfig, deps: Deps, shutdown: CancellationToken)
     ));
     tasks.spawn(lease::run(config.clone(), deps.client.clone(), shutdown.clone()));
     tasks.spawn(crate::pod_workers::run(config.clone(), deps.clone(), shutdown.clone()));
+    if let Some(dir) = config.storage_dir.clone() {
+        let cleaner = crate::volumes::local_path_cleaner::Config { node_name: config.node_name.clone(), storage_dir: dir };
+        tasks.spawn(crate::volumes::local_path_cleaner::run(cleaner, deps.client.clone(), shutdown.clone()));
+    }
     while let Some(res) = tasks.join_next().await {
         if let Err(e) = res
             && e.is_panic()

@@ -76,7 +76,7 @@ fn pod(spec: serde_json::Value) -> Pod {
 }
 
 fn volumes(dir: &std::path::Path) -> MountedVolumes {
-    MountedVolumes { paths: BTreeMap::new(), pod_dir: dir.join("pods/uid-1234") }
+    MountedVolumes { paths: BTreeMap::new(), pod_dir: dir.join("pods/uid-1234"), ..Default::default() }
 }
 
 fn env_of(c: &cri::ContainerConfig) -> Vec<(String, String)> {

@@ -178,6 +178,7 @@ pub async fn run(settings: NodeSettings, client: kube::Client, shutdown: Cancell
     kubelet.taints = settings.taints.clone();
     kubelet.kubelet_port = settings.kubelet_port;
     kubelet.cgroup_parent = cgroup_parent;
+    kubelet.storage_dir = Some(settings.data_dir.join("storage"));
 
     let server = skiff_kubelet::server::ServerConfig {
         addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), settings.kubelet_port),

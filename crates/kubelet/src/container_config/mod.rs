@@ -394,7 +394,7 @@ pub fn build_container_config(
         mounts.push(MountConfig {
             host_path,
             container_path: PathBuf::from(&vm.mount_path),
-            read_only: vm.read_only.unwrap_or(false),
+            read_only: vm.read_only.unwrap_or(false) || volumes.read_only.contains(&vm.name),
             propagation: propagation(vm.mount_propagation.as_deref(), privileged)?,
         });
     }

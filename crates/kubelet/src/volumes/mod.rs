@@ -1,13 +1,16 @@
 //! A pod's volumes on the node, under `<pods_root>/<uid>/volumes/<plugin>/<name>`: emptyDir (disk, or tmpfs
 //! for `medium: Memory`), hostPath (with its type checks), configMap, secret, downwardAPI and projected (written
-//! with Kubernetes' AtomicWriter and refreshed in place). persistentVolumeClaim waits for the storage issue.
+//! with Kubernetes' AtomicWriter and refreshed in place) and persistentVolumeClaim (the bound PV's hostPath or
+//! local source, kept when the pod goes).
 
 pub mod atomic_writer;
 mod host_path;
+pub mod local_path_cleaner;
 mod mount;
+pub mod persistent_claim;
 mod sources;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,9 +45,16 @@ pub enum VolumeError {
     MissingSecretKey(String),
     #[error("hostPath type check failed: {0}")]
     HostPathType(String),
-    /// The seam for the storage issue.
-    #[error("persistentVolumeClaim volumes are not supported yet")]
-    PersistentVolumeClaimUnsupported,
+    #[error("persistentvolumeclaim \"{0}\" not found")]
+    ClaimNotFound(String),
+    #[error("persistentvolumeclaim \"{name}\" is not bound (phase {phase})")]
+    ClaimNotBound { name: String, phase: String },
+    #[error("can't start pod because PVC {0} is being deleted")]
+    ClaimBeingDeleted(String),
+    #[error("persistentvolume \"{0}\" not found")]
+    VolumeNotFound(String),
+    #[error("path \"{0}\" does not exist")]
+    LocalPathMissing(String),
     #[error("volume type {0} is not supported")]
     Unsupported(&'static str),
     #[error("{0}")]
@@ -77,6 +87,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 #[derive(Clone, Debug, Default)]
 pub struct MountedVolumes {
     pub paths: BTreeMap<String, PathBuf>,
+    /// Volumes every container mounts read-only (a read-only persistentVolumeClaim).
+    pub read_only: BTreeSet<String>,
     /// `<pods_root>/<uid>`: where termination message files and subPaths live.
     pub pod_dir: PathBuf,
 }
@@ -111,6 +123,8 @@ enum Contents {
         size: Option<i64>,
     },
     HostPath(PathBuf),
+    /// A persistentVolumeClaim's volume, prepared on the node.
+    Claim(persistent_claim::ResolvedClaim),
 }
 
 impl VolumeManager {
@@ -150,12 +164,15 @@ impl VolumeManager {
         let _guard = lock.lock().await;
         let pod_dir = self.pod_dir(&uid);
         std::fs::create_dir_all(pod_dir.join("volumes")).map_err(io_err("create", &pod_dir))?;
-        let mut mounted = MountedVolumes { paths: BTreeMap::new(), pod_dir: pod_dir.clone() };
+        let mut mounted = MountedVolumes { pod_dir: pod_dir.clone(), ..Default::default() };
         let mut first_err = None;
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             match self.setup_volume(pod, &pod_dir, volume).await {
-                Ok(path) => {
+                Ok((path, read_only)) => {
                     mounted.paths.insert(volume.name.clone(), path);
+                    if read_only {
+                        mounted.read_only.insert(volume.name.clone());
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(pod = %uid, volume = %volume.name, error = %e, "volume set-up failed");
@@ -389,14 +406,18 @@ impl VolumeManager {
             }
             return Ok(Contents::Files { plugin: PROJECTED_PLUGIN, payload, memory: true });
         }
-        if volume.persistent_volume_claim.is_some() {
-            return Err(VolumeError::PersistentVolumeClaimUnsupported);
+        if let Some(pvc) = &volume.persistent_volume_claim {
+            return Ok(Contents::Claim(persistent_claim::resolve(&self.client, ns, pvc).await?));
         }
         Err(VolumeError::Unsupported(unsupported_kind(volume)))
     }
 
-    async fn setup_volume(&self, pod: &Pod, pod_dir: &Path, volume: &Volume) -> Result<PathBuf, VolumeError> {
+    /// Sets one volume up; returns its host path and whether it must be mounted read-only.
+    async fn setup_volume(&self, pod: &Pod, pod_dir: &Path, volume: &Volume) -> Result<(PathBuf, bool), VolumeError> {
         let contents = self.contents(pod, volume).await?;
+        if let Contents::Claim(c) = contents {
+            return Ok((c.path, c.read_only));
+        }
         let fs_group = pod
             .spec
             .as_ref()
@@ -409,6 +430,7 @@ impl VolumeManager {
         tokio::task::spawn_blocking(move || -> Result<PathBuf, VolumeError> {
             match contents {
                 Contents::HostPath(p) => Ok(p),
+                Contents::Claim(c) => Ok(c.path),
                 Contents::EmptyDir { memory, size } => {
                     let dir = Self::volume_dir(&pod_dir, EMPTY_DIR_PLUGIN, &name)?;
                     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -440,6 +462,7 @@ impl VolumeManager {
         })
         .await
         .map_err(|e| VolumeError::Invalid(format!("volume task failed: {e}")))?
+        .map(|p| (p, false))
     }
 }
 
