@@ -38,6 +38,8 @@ pub struct ControllerManagerConfig {
     pub identity: String,
     /// Whether ServiceLB gives LoadBalancer Services the node addresses (`--disable servicelb` turns it off).
     pub servicelb: bool,
+    /// Where the local-path provisioner puts volumes on the nodes (`<data-dir>/storage`).
+    pub storage_dir: std::path::PathBuf,
 }
 
 /// Starts the controller manager as `system:kube-controller-manager`: every controller runs while this
@@ -81,6 +83,16 @@ fn controllers(client: kube::Client, config: &ControllerManagerConfig, shutdown:
         spawn("podgc", podgc::run(ctx.clone(), shutdown.clone())),
         spawn("endpointslice", skiff_controllers::endpointslice::run(ctx.clone(), shutdown.clone())),
         spawn("endpoints", skiff_controllers::endpoints::run(ctx.clone(), shutdown.clone())),
+        spawn("persistentvolume-binder", skiff_controllers::volume::persistentvolume::run(ctx.clone(), shutdown.clone())),
+        spawn("volume-protection", skiff_controllers::volume::protection::run(ctx.clone(), shutdown.clone())),
+        spawn(
+            "local-path-provisioner",
+            skiff_controllers::volume::local_path::run(
+                ctx.clone(),
+                skiff_controllers::volume::local_path::Config { base_path: config.storage_dir.clone(), ..Default::default() },
+                shutdown.clone(),
+            ),
+        ),
         spawn("disruption", disruption::run(ctx.clone(), shutdown.clone())),
     ];
     if config.servicelb {

@@ -177,6 +177,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &skiff_apiserver::bootstrap::Bootstrap { service_ip: service_ip.to_string(), endpoint_ip: node_ip.to_string(), port: args.https_listen_port },
     )
     .await?;
+    skiff_apiserver::bootstrap::ensure_default_storage_class(&registry).await?;
 
     let tls = skiff_apiserver::tls::server_config(&serving.cert, &serving.key, &ca.paths().cert)?;
     let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
@@ -192,6 +193,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         node_monitor_grace_period: args.node_monitor_grace_period,
         identity: node_name.clone(),
         servicelb: !args.disable.iter().any(|d| d == "servicelb"),
+        storage_dir: args.data_dir.join("storage"),
     };
     let mut scheduler = match (&args.scheduler_config, args.scheduler_strategy.as_deref()) {
         (Some(path), _) => skiff_scheduler::config::SchedulerConfig::from_file(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
