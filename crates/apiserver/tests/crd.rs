@@ -170,6 +170,8 @@ async fn crd_is_established_with_accepted_names_and_discovery() {
     assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "CronTab");
     assert!(doc["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
     assert!(doc["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}/scale"].is_object());
+    let patch = &doc["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]["patch"]["requestBody"]["content"];
+    assert!(patch["application/merge-patch+json"].is_object() && patch["application/strategic-merge-patch+json"].is_null(), "{patch}");
 }
 
 async fn crd_again(s: &Skiff) -> CustomResourceDefinition {

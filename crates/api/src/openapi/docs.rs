@@ -812,6 +812,11 @@ pub(super) fn group_version_doc(schemas: &Schemas, group: &str, version: &str) -
     Some((doc, h))
 }
 
+const CUSTOM_PATCH_CONSUMES: &[&str] = &[
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+];
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
@@ -867,7 +872,16 @@ pub(super) fn custom_group_version_doc(base: &Schemas, group: &str, version: &st
     }
     let local = Schemas::from_definitions(defs);
     let infos: Vec<&'static ResourceInfo> = custom.iter().map(|(r, _)| *r).collect();
-    let paths = gv_paths_of(&local, group, version, &infos)?;
+    let mut paths = gv_paths_of(&local, group, version, &infos)?;
+    // Custom resources have no patch strategies: their PATCH does not take strategic merge patch (kubectl
+    // reads this to choose JSON merge patch for `apply`).
+    for op in paths.iter_mut().flat_map(|p| p.ops.iter_mut()) {
+        if let Some((_, consumes, _)) = &mut op.body
+            && *consumes == PATCH_CONSUMES
+        {
+            *consumes = CUSTOM_PATCH_CONSUMES;
+        }
+    }
     let components: Map<String, Value> = closure(&local, roots(&paths))
         .into_iter()
         .filter_map(|name| local.definition(&name).map(|d| (name, d.clone())))
