@@ -232,7 +232,17 @@ pub fn stateful_set(obj: &Value, e: &mut Errs) {
         if meta::selector_size(sel) > 0 && meta::selector_matches(sel, template_labels(tpl)) == Some(false) {
             e.push(template_mismatch(&tp, tpl));
         }
-        pod::pod_template_spec(tpl, &tp, e);
+        // The claim templates' names are volumes of the pods too (the controller adds them).
+        let mut with_claims = tpl.clone();
+        for t in list(spec, "volumeClaimTemplates") {
+            let name = str_at(&t["metadata"], "name").to_string();
+            if let Some(vols) = with_claims["spec"].as_object_mut().map(|s| s.entry("volumes").or_insert_with(|| Value::Array(vec![]))) {
+                if let Some(a) = vols.as_array_mut().filter(|a| !a.iter().any(|v| v["name"] == name.as_str())) {
+                    a.push(serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+                }
+            }
+        }
+        pod::pod_template_spec(&with_claims, &tp, e);
     }
     restart_always_and_no_deadline(tpl, "StatefulSet", &tp, e);
     for (i, pvc) in list(spec, "volumeClaimTemplates").iter().enumerate() {
