@@ -413,6 +413,16 @@ async fn a_pod_waits_for_its_claim_and_is_placed_once_the_claim_is_bound() {
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "volumeName": "pv-data"}}))
     .unwrap();
     claims.create(&PostParams::default(), &pvc).await.expect("claim created");
+    // VolumeBinding also wants the claim's volume to exist (upstream: "pvc(s) bound to non-existent pv(s)").
+    let pv = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}, "hostPath": {"path": "/tmp/pv-data"},
+                 "claimRef": {"namespace": "default", "name": "data"}}}))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(c.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("volume created");
     assert_eq!(c.bound("db").await, "n1");
     c.stop().await;
 }
