@@ -84,6 +84,9 @@ fn deserialize(r: &ResourceInfo, v: &Value) -> Result<(), DeError> {
         ("networking.k8s.io", "v1", "IngressClass") => de::<networking::v1::IngressClass>(v),
         ("policy", "v1", "PodDisruptionBudget") => de::<policy::v1::PodDisruptionBudget>(v),
         ("scheduling.k8s.io", "v1", "PriorityClass") => de::<scheduling::v1::PriorityClass>(v),
+        ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => {
+            de::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(v)
+        }
         _ => Ok(()),
     }
 }
