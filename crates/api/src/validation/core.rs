@@ -568,7 +568,7 @@ pub fn event(obj: &Value, strict: bool, e: &mut Errs) {
         if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
             e.push(ns_mismatch());
         }
-        reporting_fields(obj, if strict { "reportingController" } else { "source" }, e);
+        reporting_fields(obj, if strict { "reportingController" } else { "source" }, strict, e);
     }
     for m in format::is_dns1123_subdomain(ns) {
         e.push(FieldError::invalid("namespace", &Value::from(ns), &m));
@@ -576,7 +576,7 @@ pub fn event(obj: &Value, strict: bool, e: &mut Errs) {
     if strict {
         if event_time.is_none() {
             e.push(FieldError::required("eventTime"));
-            reporting_fields(obj, "reportingController", e);
+            reporting_fields(obj, "reportingController", strict, e);
         }
         let ty = str_at(obj, "type");
         if ty != "Normal" && ty != "Warning" {
@@ -593,8 +593,9 @@ pub fn event(obj: &Value, strict: bool, e: &mut Errs) {
     }
 }
 
-fn reporting_fields(obj: &Value, controller_field: &str, e: &mut Errs) {
-    let controller = str_at(obj, "reportingController");
+fn reporting_fields(obj: &Value, controller_field: &str, strict: bool, e: &mut Errs) {
+    // core/v1 carries the reporting controller as `reportingComponent` (Go's ReportingController).
+    let controller = str_at(obj, if strict { "reportingController" } else { "reportingComponent" });
     if controller.is_empty() {
         e.push(FieldError::required(controller_field));
     }

@@ -240,6 +240,15 @@ fn core_kinds_pass() {
             "reportingInstance": "node-1", "action": "Binding", "reason": "Scheduled", "type": "Normal",
             "regarding": {"kind": "Pod", "namespace": "default", "name": "web"}, "note": "assigned"}),
     );
+    // core/v1 new-style events carry the reporting controller as reportingComponent.
+    ok(
+        "",
+        "v1",
+        "events",
+        json!({"metadata": md("web.2"), "eventTime": "2025-01-01T00:00:00.000000Z", "reportingComponent": "skiff.dev/volume",
+            "reportingInstance": "node-1", "action": "Provisioning", "reason": "Provisioned", "type": "Normal",
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web"}, "message": "done"}),
+    );
     ok(
         "",
         "v1",
