@@ -197,7 +197,7 @@ async fn missing_and_optional_sources() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "MountVolume.SetUp failed for volume \"claim\" : persistentVolumeClaim volumes are not supported yet"
+        "MountVolume.SetUp failed for volume \"claim\" : persistentvolumeclaim \"c\" not found"
     );
 
     let err = vm.setup(&pod("u-miss", json!([{"name": "huge", "emptyDir": {"medium": "HugePages"}}]))).await.unwrap_err();
